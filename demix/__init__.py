@@ -1,0 +1,1 @@
+"""Neural Music Demixing: the application layer (settings, command line, process wiring)."""

@@ -1,0 +1,5 @@
+import sys
+
+from demix.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The `demix` console script: one entry point per process kind, settings built here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from demix.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="demix", description="Neural Music Demixing: split songs into stems."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("bot", help="run the Telegram bot (long polling)")
+    sub.add_parser("worker", help="run an arq separation worker")
+    sub.add_parser("up", help="run the whole service on this machine (Redis, worker, bot)")
+
+    separate = sub.add_parser("separate", help="separate a local audio file into stems")
+    separate.add_argument("file", type=Path, help="audio file (mp3, wav, flac, ogg, m4a, ...)")
+    separate.add_argument(
+        "--stems",
+        default="drums,bass,vocals,guitar,piano,other",
+        help="comma-separated sources to pick (default: all six)",
+    )
+    separate.add_argument("--out", type=Path, default=Path("."), help="output folder")
+
+    stats = sub.add_parser("stats", help="usage and feedback figures from the database")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+
+    models = sub.add_parser("models", help="manage the local model folder")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    fetch = models_sub.add_parser("fetch", help="download the ensemble's weights into a folder")
+    fetch.add_argument("--to", type=Path, default=None, help="folder (default: DEMIX_MODEL_REPO)")
+    check = models_sub.add_parser("check", help="verify a local model folder")
+    check.add_argument("--repo", type=Path, default=None, help="folder (default: DEMIX_MODEL_REPO)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, build the settings and run the chosen command."""
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    # Imports are deferred so that `demix bot` never imports torch.
+    if args.command == "bot":
+        from bot.app import run_bot
+
+        return run_bot(settings)
+    if args.command == "worker":
+        from bot.worker import run_worker
+
+        return run_worker(settings)
+    if args.command == "up":
+        from demix.up import run_up
+
+        return run_up(settings)
+    if args.command == "separate":
+        from demix.wiring import separator_config
+        from separation.cli import run_separate
+
+        return run_separate(args.file, args.stems, args.out, separator_config(settings))
+    if args.command == "stats":
+        from demix.stats import run_stats
+
+        return run_stats(settings, as_json=args.json)
+    if args.command == "models":
+        from demix.models import run_models_check, run_models_fetch
+
+        if args.models_command == "fetch":
+            return run_models_fetch(settings, args.to)
+        return run_models_check(settings, args.repo)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

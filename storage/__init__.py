@@ -1,0 +1,1 @@
+"""SQLite storage (aiosqlite): requests, selections, jobs, feedback; schema migrations."""
