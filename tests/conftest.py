@@ -81,4 +81,6 @@ def make_settings(tmp_path: Path, model_repo: Path) -> Callable[..., Settings]:
 @pytest.fixture
 def song(tmp_path: Path) -> Path:
     """A 3-second stereo 44.1 kHz mp3 with title and artist tags."""
-    return make_song(tmp_path / "Test Song.mp3", seconds=3.0, title="Test Song", artist="Test Artist")
+    return make_song(
+        tmp_path / "Test Song.mp3", seconds=3.0, title="Test Song", artist="Test Artist"
+    )

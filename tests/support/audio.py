@@ -17,7 +17,9 @@ CODEC_ARGS = {
 }
 
 
-def music_like(seconds: float, samplerate: int = 44100, channels: int = 2, seed: int = 0) -> np.ndarray:
+def music_like(
+    seconds: float, samplerate: int = 44100, channels: int = 2, seed: int = 0
+) -> np.ndarray:
     """A (channels, n) float32 signal: a few tones, a pulse and a little noise, below full scale."""
     rng = np.random.default_rng(seed)
     n = round(seconds * samplerate)
@@ -42,8 +44,19 @@ def write_audio(
     """Encode ``samples`` (channels, n) to ``path``; the codec follows the file's suffix."""
     channels = samples.shape[0]
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-y",
-        "-f", "f32le", "-ar", str(samplerate), "-ac", str(channels), "-i", "pipe:0",
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "f32le",
+        "-ar",
+        str(samplerate),
+        "-ac",
+        str(channels),
+        "-i",
+        "pipe:0",
     ]
     if title:
         cmd += ["-metadata", f"title={title}"]
@@ -69,8 +82,22 @@ def make_song(
 def decode(path: Path, samplerate: int = 44100, channels: int = 2) -> np.ndarray:
     """Decode any file with ffmpeg (gapless, as a player would) to (channels, n) float32."""
     raw = subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
-         "-f", "f32le", "-ac", str(channels), "-ar", str(samplerate), "pipe:1"],
-        capture_output=True, check=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-f",
+            "f32le",
+            "-ac",
+            str(channels),
+            "-ar",
+            str(samplerate),
+            "pipe:1",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     return np.frombuffer(raw, dtype=np.float32).reshape(-1, channels).T.copy()

@@ -1,0 +1,79 @@
+"""Structured logging for every process: one line per event, `key=value` fields.
+
+Job lines carry ``job_id`` and ``user_id`` (pass them with ``extra=``). The bot token never
+reaches the output: httpx's request-URL lines are silenced and a filter masks anything
+shaped like a token or a token-bearing Bot API URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any, ClassVar
+
+# Telegram tokens look like "<digits>:<35 url-safe chars>"; test tokens can be shorter.
+_TOKEN_RE = re.compile(r"\b\d{3,12}:[A-Za-z0-9_-]{6,}")
+_URL_TOKEN_RE = re.compile(r"(/(?:file/)?bot)[^/\s]+")
+
+# Fields that are part of every record and are not rendered as extras.
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def redact(text: str) -> str:
+    """Mask bot tokens, bare or inside Bot API URLs."""
+    return _TOKEN_RE.sub("<token>", _URL_TOKEN_RE.sub(r"\1<token>", text))
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if not text or any(ch in text for ch in ' "=\n'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    """``ts=... level=... proc=... logger=... msg="..." job_id=... user_id=...``."""
+
+    FIRST_FIELDS: ClassVar[tuple[str, ...]] = ("job_id", "user_id", "chat_id", "request_id")
+
+    def __init__(self, process_name: str) -> None:
+        super().__init__()
+        self.process_name = process_name
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        fields = [
+            f"ts={ts}.{int(record.msecs):03d}Z",
+            f"level={record.levelname.lower()}",
+            f"proc={self.process_name}",
+            f"logger={record.name}",
+            f"msg={_quote(record.getMessage())}",
+        ]
+        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        for key in self.FIRST_FIELDS:
+            if key in extras:
+                fields.append(f"{key}={_quote(extras.pop(key))}")
+        fields.extend(f"{key}={_quote(value)}" for key, value in sorted(extras.items()))
+        if record.exc_info:
+            fields.append(f"exc={_quote(self.formatException(record.exc_info))}")
+        return redact(" ".join(fields))
+
+
+def configure_logging(level: str = "INFO", process_name: str = "demix") -> None:
+    """Install the key=value formatter on the root logger, writing to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter(process_name))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
+    for noisy in ("httpx", "httpcore", "telegram.ext.Updater"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
