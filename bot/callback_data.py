@@ -10,6 +10,7 @@ Anything else (stale, forged, garbage) parses to ``None``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +21,7 @@ Action = Literal["toggle", "all", "separate", "vote"]
 _PREFIX: dict[Action, str] = {"toggle": "t", "all": "a", "separate": "s", "vote": "v"}
 _ACTION = {prefix: action for action, prefix in _PREFIX.items()}
 VOTES = ("up", "down")
+_REQUEST_ID = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def parse(data: str | None) -> CallbackData | None:
         return None
     parts = data.split(":")
     action = _ACTION.get(parts[0])
-    if action is None or len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) > 18:
+    if action is None or len(parts) < 2 or not _REQUEST_ID.fullmatch(parts[1]):
         return None
     request_id = int(parts[1])
     if action in ("all", "separate"):
