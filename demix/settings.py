@@ -81,6 +81,24 @@ class Settings(BaseSettings):
         1, ge=1, validation_alias=_env("DEMIX_MAX_ACTIVE_JOBS_PER_USER")
     )
 
+    # Worker (arq): concurrency, retries, duration-scaled deadline, progress edits
+    worker_max_jobs: int = Field(1, ge=1, validation_alias=_env("DEMIX_WORKER_MAX_JOBS"))
+    job_max_tries: int = Field(5, ge=1, validation_alias=_env("DEMIX_JOB_MAX_TRIES"))
+    job_keep_result_s: int = Field(86_400, ge=1, validation_alias=_env("DEMIX_JOB_KEEP_RESULT_S"))
+    job_timeout_base_s: float = Field(
+        120.0, gt=0, validation_alias=_env("DEMIX_JOB_TIMEOUT_BASE_S")
+    )
+    job_timeout_per_audio_s: float = Field(
+        4.0, ge=0, validation_alias=_env("DEMIX_JOB_TIMEOUT_PER_AUDIO_S")
+    )
+    retry_backoff_s: float = Field(5.0, ge=0, validation_alias=_env("DEMIX_RETRY_BACKOFF_S"))
+    retry_backoff_max_s: float = Field(
+        300.0, ge=0, validation_alias=_env("DEMIX_RETRY_BACKOFF_MAX_S")
+    )
+    progress_edit_interval_s: float = Field(
+        3.0, ge=0, validation_alias=_env("DEMIX_PROGRESS_EDIT_INTERVAL_S")
+    )
+
     # Logging
     log_level: str = Field("INFO", validation_alias=_env("DEMIX_LOG_LEVEL"))
 
