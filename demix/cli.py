@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     fetch = models_sub.add_parser("fetch", help="download the ensemble's weights into a folder")
     fetch.add_argument("--to", type=Path, default=None, help="folder (default: DEMIX_MODEL_REPO)")
+    fetch.add_argument(
+        "--mirror", default=None, help="download from this copy of demucs's model server"
+    )
     check = models_sub.add_parser("check", help="verify a local model folder")
     check.add_argument("--repo", type=Path, default=None, help="folder (default: DEMIX_MODEL_REPO)")
     return parser
@@ -71,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from demix.models import run_models_check, run_models_fetch
 
         if args.models_command == "fetch":
-            return run_models_fetch(settings, args.to)
+            return run_models_fetch(settings, args.to, mirror=args.mirror)
         return run_models_check(settings, args.repo)
     raise AssertionError(f"unhandled command {args.command}")
 
