@@ -1,0 +1,328 @@
+"""Audio in and out through ffmpeg: probe, decode to 44.1 kHz stereo float32, encode mp3."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import unicodedata
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from separation.errors import InvalidAudioError
+
+logger = logging.getLogger(__name__)
+
+SAMPLERATE = 44100
+MP3_BITRATE = "320k"
+MAX_SONG_NAME_CHARS = 100
+
+# A decoded length this much shorter than the container declares means the file was cut.
+_TRUNCATION_TOLERANCE_S = 0.5
+_TRUNCATION_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What ffprobe says about a file's first audio stream (no full decode).
+
+    Attributes:
+        duration_s: the declared duration in seconds (0.0 when the container declares none).
+        samplerate: the stream's native sample rate in Hz.
+        channels: the stream's channel count.
+        codec: ffmpeg's codec name, e.g. ``"mp3"``.
+        title: the title tag, when there is one.
+        artist: the artist tag, when there is one.
+    """
+
+    duration_s: float
+    samplerate: int
+    channels: int
+    codec: str
+    title: str | None = None
+    artist: str | None = None
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded song at 44.1 kHz stereo.
+
+    Attributes:
+        samples: float32 array of shape ``(2, n)``.
+        info: what ffprobe said about the original file.
+    """
+
+    samples: np.ndarray = field(repr=False)
+    info: AudioInfo
+
+    @property
+    def duration_s(self) -> float:
+        """The decoded duration in seconds."""
+        return self.samples.shape[1] / SAMPLERATE
+
+
+def _tag(tags: Mapping[str, str], name: str) -> str | None:
+    for key, value in tags.items():
+        if key.lower() == name and value.strip():
+            return value.strip()
+    return None
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """Read duration, rate, channels, codec and tags of ``path``'s first audio stream.
+
+    Args:
+        path: any file; its content decides, never its name.
+
+    Returns:
+        The stream's :class:`AudioInfo`.
+
+    Raises:
+        InvalidAudioError: the file is missing, empty, or has no decodable audio stream.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        raise InvalidAudioError(f"{path}: missing or empty file")
+    result = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name,sample_rate,channels,duration:stream_tags:format=duration:format_tags",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise InvalidAudioError(f"{path}: ffprobe failed: {_last_line(result.stderr)}")
+    try:
+        data = json.loads(result.stdout or b"{}")
+        stream = data["streams"][0]
+        samplerate = int(stream["sample_rate"])
+        channels = int(stream["channels"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise InvalidAudioError(f"{path}: no audio stream") from exc
+    if samplerate <= 0 or channels <= 0:
+        raise InvalidAudioError(f"{path}: audio stream without rate or channels")
+    fmt = data.get("format", {})
+    duration = _float_or_zero(stream.get("duration")) or _float_or_zero(fmt.get("duration"))
+    tags = {**stream.get("tags", {}), **fmt.get("tags", {})}
+    return AudioInfo(
+        duration_s=duration,
+        samplerate=samplerate,
+        channels=channels,
+        codec=str(stream.get("codec_name", "unknown")),
+        title=_tag(tags, "title"),
+        artist=_tag(tags, "artist"),
+    )
+
+
+def _float_or_zero(value: object) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        return 0.0
+    return number if np.isfinite(number) and number > 0 else 0.0
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else "no message"
+
+
+def decode_audio(path: Path) -> Audio:
+    """Decode ``path`` to 44.1 kHz stereo float32.
+
+    Mono is duplicated to both channels; more than two channels are downmixed by ffmpeg.
+    The LAME gapless header of an mp3 is honoured, so the samples are those a player plays.
+
+    Args:
+        path: any file ffmpeg decodes (mp3, wav, flac, ogg/opus, m4a/aac, ...).
+
+    Returns:
+        The decoded :class:`Audio`.
+
+    Raises:
+        InvalidAudioError: not audio, empty, no samples, or cut short (truncated).
+    """
+    info = probe_audio(path)
+    # ffmpeg's own mono-to-stereo upmix is not a plain copy, so mono is decoded as mono.
+    out_channels = 1 if info.channels == 1 else 2
+    result = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ar",
+            str(SAMPLERATE),
+            "-ac",
+            str(out_channels),
+            "pipe:1",
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise InvalidAudioError(f"{path}: ffmpeg failed: {_last_line(result.stderr)}")
+    raw = result.stdout
+    frames = len(raw) // (4 * out_channels)
+    if frames == 0:
+        raise InvalidAudioError(f"{path}: no audio samples")
+    interleaved = np.frombuffer(raw, dtype=np.float32, count=frames * out_channels)
+    del result
+    if out_channels == 1:
+        samples = np.repeat(interleaved[None, :], 2, axis=0)
+    else:
+        samples = np.ascontiguousarray(interleaved.reshape(frames, 2).T)
+    del raw, interleaved
+    if not np.isfinite(samples).all():
+        raise InvalidAudioError(f"{path}: decoded samples are not finite")
+    decoded_s = frames / SAMPLERATE
+    if info.duration_s and decoded_s < min(
+        info.duration_s * _TRUNCATION_RATIO, info.duration_s - _TRUNCATION_TOLERANCE_S
+    ):
+        raise InvalidAudioError(
+            f"{path}: truncated: {decoded_s:.2f}s decoded of {info.duration_s:.2f}s declared"
+        )
+    return Audio(samples=samples, info=info)
+
+
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]+')
+_SPACES = re.compile(r"\s+")
+
+
+def safe_song_name(file_name: str | None, fallback: str = "song") -> str:
+    """Turn a user-supplied file name into a safe base name for output files.
+
+    The extension is dropped; path separators, control characters and characters that
+    are unsafe in file names on common systems are removed; leading dots are dropped (no
+    hidden files, no ``..``); the length is capped.
+
+    Args:
+        file_name: what the user's client called the file; may be None or hostile.
+        fallback: the name used when nothing safe is left.
+
+    Returns:
+        A non-empty name without directory parts or extension.
+    """
+    if not file_name:
+        return fallback
+    name = unicodedata.normalize("NFC", file_name)
+    # Only the last path component counts; both separators, whatever the sender's system.
+    name = re.split(r"[\\/]", name)[-1]
+    stem, dot, suffix = name.rpartition(".")
+    if dot and stem and 0 < len(suffix) <= 5 and suffix.isalnum():
+        name = stem
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE.sub(" ", name)
+    name = _SPACES.sub(" ", name).strip().lstrip(".").strip()
+    name = name[:MAX_SONG_NAME_CHARS].rstrip(" .")
+    return name or fallback
+
+
+def track_file_name(song_name: str, track: str) -> str:
+    """The delivered file name of one track: ``"<song_name> - <track>.mp3"``."""
+    return f"{song_name} - {track}.mp3"
+
+
+def encode_tracks(
+    tracks: Mapping[str, np.ndarray],
+    out_dir: Path,
+    song_name: str,
+    *,
+    artist: str | None = None,
+) -> list[Path]:
+    """Encode each track as a 320 kbps mp3 in ``out_dir``, in parallel.
+
+    Files are named :func:`track_file_name` ``(song_name, track)`` and tagged with the title
+    ``"<song_name> (<track>)"`` and ``artist`` when given. ffmpeg writes the LAME header with
+    encoder delay and padding, so decoders that honour it (ffmpeg, most players and DAWs)
+    play exactly the track's samples, aligned with the input. Each file is written under a
+    temporary name and renamed, so a reader never sees half a file.
+
+    Args:
+        tracks: track name to float32 array ``(2, n)`` at 44.1 kHz.
+        out_dir: the folder to write; created if missing.
+        song_name: a name made safe by :func:`safe_song_name`.
+        artist: the artist tag to carry over.
+
+    Returns:
+        The written paths, in ``tracks`` order.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (out_dir / track_file_name(song_name, track), f"{song_name} ({track})", samples)
+        for track, samples in tracks.items()
+    ]
+    if not jobs:
+        return []
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    # Each encode is an ffmpeg process; threads only feed them, so tracks encode in parallel.
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mp3-encode") as pool:
+        futures = [
+            pool.submit(_encode_one, samples, path, title, artist) for path, title, samples in jobs
+        ]
+        return [future.result() for future in futures]
+
+
+def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None) -> Path:
+    if samples.ndim != 2 or samples.shape[0] != 2:
+        raise ValueError(f"a track is a (2, n) array, got shape {samples.shape}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    cmd = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "f32le",
+        "-ar",
+        str(SAMPLERATE),
+        "-ac",
+        "2",
+        "-i",
+        "pipe:0",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        MP3_BITRATE,
+        "-id3v2_version",
+        "3",
+        "-write_xing",
+        "1",
+        "-metadata",
+        f"title={title}",
+    ]
+    if artist:
+        cmd += ["-metadata", f"artist={artist}"]
+    cmd += ["-f", "mp3", str(tmp)]
+    interleaved = np.ascontiguousarray(samples.T, dtype=np.float32)
+    try:
+        result = subprocess.run(cmd, input=interleaved.data.cast("B"), capture_output=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not encode {path.name}: {_last_line(result.stderr)}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,498 @@
+"""The two-model Demucs ensemble: model A (4-source bag) and model B (6-source).
+
+Only the sub-models the requested tracks need are run, chunk by chunk (the chunking of
+demucs's ``apply_model``), so progress can be reported and a job cancelled between chunks,
+and only the needed sources are accumulated. Source estimates are cached on disk per
+(song, model, settings, source).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from separation.audio import SAMPLERATE, Audio
+from separation.cache import SourceCache, audio_digest
+from separation.errors import ModelUnavailableError, SeparationCancelled
+from separation.tracks import SOURCES, assemble_tracks, sources_to_estimate
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODELS: tuple[str, str] = ("htdemucs_ft", "htdemucs_6s")
+
+# Fraction of each source taken from model A; B gives the rest. A has no guitar or piano,
+# and A's `other` still holds them, so those three come from B.
+DEFAULT_BLEND_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"drums": 1.0, "bass": 1.0, "vocals": 1.0, "guitar": 0.0, "piano": 0.0, "other": 0.0}
+)
+
+# demucs's STFT front end needs some samples; shorter songs are zero-padded, then trimmed.
+_MIN_SAMPLES = SAMPLERATE
+# Bump when the stored estimates would change for the same song, models and settings.
+_CACHE_FORMAT = "v1"
+
+
+@dataclass(frozen=True)
+class SeparatorConfig:
+    """How an :class:`EnsembleSeparator` separates.
+
+    Attributes:
+        models: model A (4 sources, a bag such as ``htdemucs_ft``) and model B (6 sources,
+            such as ``htdemucs_6s``), by demucs name.
+        model_repo: a local model folder in demucs's repo format; None uses demucs's
+            download.
+        device: ``auto`` (cuda, else mps, else cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
+        blend_weights: per source, the fraction taken from model A (0..1); B gives the rest.
+            Sources left out keep their default.
+        shifts: demucs's random-shift averaging (0 = deterministic, fastest).
+        overlap: overlap between consecutive chunks (0 <= overlap < 1).
+        cache_dir: folder of the source cache; None disables caching.
+        cache_max_bytes: size cap of the cache; least recently used entries go first.
+    """
+
+    models: tuple[str, str] = DEFAULT_MODELS
+    model_repo: Path | None = None
+    device: str = "auto"
+    blend_weights: Mapping[str, float] = field(
+        default_factory=lambda: DEFAULT_BLEND_WEIGHTS, hash=False
+    )
+    shifts: int = 0
+    overlap: float = 0.25
+    cache_dir: Path | None = None
+    cache_max_bytes: int = 20 * 10**9
+
+    def __post_init__(self) -> None:
+        unknown = set(self.blend_weights) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"blend weights for unknown sources: {sorted(unknown)}")
+        for source, weight in self.blend_weights.items():
+            if not 0.0 <= float(weight) <= 1.0:
+                raise ValueError(f"blend weight of {source} is {weight}, not within 0..1")
+        merged = {**DEFAULT_BLEND_WEIGHTS, **{k: float(v) for k, v in self.blend_weights.items()}}
+        object.__setattr__(self, "blend_weights", MappingProxyType(merged))
+        if len(self.models) != 2:
+            raise ValueError("models names two models: 4-source A, 6-source B")
+        if self.shifts < 0:
+            raise ValueError("shifts must be >= 0")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError("overlap must be within [0, 1)")
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for a ``DEMIX_DEVICE`` value; ``auto`` prefers cuda, then mps."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+@dataclass
+class _LoadedModel:
+    """A model as a bag: sub-models and their per-source weights."""
+
+    name: str
+    sources: list[str]
+    sub_models: list[Any]  # demucs HTDemucs/HDemucs/Demucs modules
+    weights: list[list[float]]
+
+    def contributors(self, source: str) -> list[int]:
+        """Indices of the sub-models with a non-zero weight for ``source``."""
+        k = self.sources.index(source)
+        return [i for i, row in enumerate(self.weights) if row[k] != 0.0]
+
+
+ProgressCallback = Callable[[float], None]
+CancelCheck = Callable[[], bool]
+
+
+class EnsembleSeparator:
+    """Separates songs with the two-model ensemble; one instance per process.
+
+    Models load lazily, once per instance, on first need. Calls are serialised by a lock,
+    so one instance can be shared by worker threads (``asyncio.to_thread``).
+
+    Attributes:
+        config: the configuration.
+        device: the torch device models run on.
+        model_passes: sub-model passes run so far (a cache hit runs none).
+        cache: the source cache, or None.
+    """
+
+    def __init__(self, config: SeparatorConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model_passes = 0
+        self.cache = (
+            SourceCache(config.cache_dir, config.cache_max_bytes)
+            if config.cache_dir is not None and config.cache_max_bytes > 0
+            else None
+        )
+        self._models: dict[str, _LoadedModel] = {}
+        self._identities: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def loaded_models(self) -> tuple[str, ...]:
+        """Names of the models loaded so far."""
+        return tuple(self._models)
+
+    # -- public API ------------------------------------------------------------------
+
+    def separate(
+        self,
+        audio: Audio,
+        stems: Iterable[str],
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Separate ``audio`` into the tracks of DESIGN.md's table for the pick ``stems``.
+
+        Args:
+            audio: the decoded song.
+            stems: the picked sources (see :func:`separation.plan_tracks`).
+            progress: called with the fraction done (0..1) after each chunk.
+            should_cancel: polled before each chunk; True stops the work.
+
+        Returns:
+            Track name to float32 ``(2, n)`` in :func:`separation.plan_tracks` order; the
+            tracks sum to ``audio.samples`` (max abs error well under 1e-4) and each has
+            its length.
+
+        Raises:
+            UnknownStemError: empty or unknown stems.
+            SeparationCancelled: ``should_cancel()`` returned True.
+            ModelUnavailableError: a needed model could not be loaded.
+        """
+        stems = list(stems)
+        needed = sources_to_estimate(stems)
+        with self._lock:
+            estimates = self._estimate(audio.samples, needed, progress, should_cancel)
+        return assemble_tracks(audio.samples, estimates, stems)
+
+    def warm_up(self) -> None:
+        """Load both models now (e.g. at worker start) instead of on the first request."""
+        with self._lock:
+            for name in self.config.models:
+                self._model(name)
+
+    # -- estimation ------------------------------------------------------------------
+
+    def _requests(self, needed: Iterable[str]) -> list[tuple[str, str]]:
+        """The (model name, source) estimates the blend of ``needed`` sources uses."""
+        name_a, name_b = self.config.models
+        requests: list[tuple[str, str]] = []
+        for source in needed:
+            weight_a = self.config.blend_weights[source]
+            if weight_a > 0.0:
+                requests.append((name_a, source))
+            if weight_a < 1.0:
+                requests.append((name_b, source))
+        return requests
+
+    def _estimate(
+        self,
+        mix: np.ndarray,
+        needed: tuple[str, ...],
+        progress: ProgressCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> dict[str, np.ndarray]:
+        requests = self._requests(needed)
+        digest = audio_digest(mix) if self.cache is not None else ""
+        found: dict[tuple[str, str], np.ndarray] = {}
+        for model_name, source in requests:
+            cached = self._cache_get(digest, model_name, source, mix.shape)
+            if cached is not None:
+                found[(model_name, source)] = cached
+        missing: dict[str, list[str]] = {}
+        for model_name, source in requests:
+            if (model_name, source) not in found:
+                missing.setdefault(model_name, []).append(source)
+
+        if missing:
+            found.update(self._run_models(mix, digest, missing, progress, should_cancel))
+        if progress is not None:
+            progress(1.0)
+
+        name_a, name_b = self.config.models
+        estimates: dict[str, np.ndarray] = {}
+        for source in needed:
+            weight_a = self.config.blend_weights[source]
+            if weight_a >= 1.0:
+                estimates[source] = found[(name_a, source)]
+            elif weight_a <= 0.0:
+                estimates[source] = found[(name_b, source)]
+            else:
+                blended = found[(name_a, source)] * np.float32(weight_a)
+                blended += found[(name_b, source)] * np.float32(1.0 - weight_a)
+                estimates[source] = blended
+        return estimates
+
+    def _run_models(
+        self,
+        mix: np.ndarray,
+        digest: str,
+        missing: Mapping[str, list[str]],
+        progress: ProgressCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> dict[tuple[str, str], np.ndarray]:
+        models = {name: self._model(name) for name in missing}
+        plans: list[tuple[_LoadedModel, list[int]]] = []
+        for name, sources in missing.items():
+            model = models[name]
+            for source in sources:
+                if source not in model.sources:
+                    raise ModelUnavailableError(
+                        f"model {name} has no source {source!r} (it has {model.sources}); "
+                        f"set the blend weight of {source} accordingly"
+                    )
+            runs = sorted({i for source in sources for i in model.contributors(source)})
+            plans.append((model, runs))
+
+        length = mix.shape[1]
+        padded_length = max(length, _MIN_SAMPLES)
+        mix_t = torch.from_numpy(mix)
+        if padded_length > length:
+            mix_t = torch.nn.functional.pad(mix_t, (0, padded_length - length))
+        # Normalised as demucs's own separation does: by the mono reference's mean and std.
+        ref = mix_t.mean(0)
+        mean, std = ref.mean(), ref.std() + 1e-8
+        normalised = ((mix_t - mean) / std)[None]
+        del ref, mix_t
+
+        total_chunks = sum(
+            len(runs) * len(self._chunk_offsets(model.sub_models[0], padded_length))
+            for model, runs in plans
+        )
+        done = 0
+
+        def before_chunk() -> None:
+            if should_cancel is not None and should_cancel():
+                raise SeparationCancelled("cancelled between chunks")
+
+        def after_chunk() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(min(done / total_chunks, 0.999))
+
+        if progress is not None:
+            progress(0.0)
+        results: dict[tuple[str, str], np.ndarray] = {}
+        for model, runs in plans:
+            wanted = set(missing[model.name])
+            results.update(
+                self._run_model(
+                    model,
+                    runs,
+                    wanted,
+                    normalised,
+                    mean,
+                    std,
+                    length,
+                    digest,
+                    before_chunk,
+                    after_chunk,
+                )
+            )
+        return results
+
+    def _run_model(
+        self,
+        model: _LoadedModel,
+        runs: list[int],
+        wanted: set[str],
+        normalised: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        length: int,
+        digest: str,
+        before_chunk: Callable[[], None],
+        after_chunk: Callable[[], None],
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """Run the sub-models ``runs`` of ``model``; return every source they complete."""
+        ran = set(runs)
+        # A source is complete once every sub-model weighting it has run. With a cache all
+        # complete ones are kept (a later pick may want them); else only the wanted ones.
+        complete = [
+            s
+            for s in model.sources
+            if set(model.contributors(s)) <= ran and (self.cache is not None or s in wanted)
+        ]
+        sums: dict[str, torch.Tensor] = {}
+        for i in runs:
+            keep = [s for s in complete if model.weights[i][model.sources.index(s)] != 0.0]
+            keep_idx = [model.sources.index(s) for s in keep]
+            out = self._run_pass(
+                model.sub_models[i], normalised, keep_idx, before_chunk, after_chunk
+            )
+            self.model_passes += 1
+            for j, source in enumerate(keep):
+                weighted = out[j] * model.weights[i][keep_idx[j]]
+                if source in sums:
+                    sums[source] += weighted
+                else:
+                    sums[source] = weighted
+            del out
+        results: dict[tuple[str, str], np.ndarray] = {}
+        for source in complete:
+            total = sum(row[model.sources.index(source)] for row in model.weights)
+            estimate = sums.pop(source) / total
+            estimate = estimate * std + mean
+            array = np.ascontiguousarray(estimate[:, :length].numpy(), dtype=np.float32)
+            del estimate
+            self._cache_put(digest, model.name, source, array)
+            results[(model.name, source)] = array
+        return results
+
+    def _chunk_offsets(self, sub_model: Any, length: int) -> range:
+        segment_length = int(sub_model.samplerate * float(sub_model.segment))
+        stride = max(1, int((1 - self.config.overlap) * segment_length))
+        return range(0, length, stride)
+
+    def _run_pass(
+        self,
+        sub_model: Any,
+        mix: torch.Tensor,
+        keep_idx: list[int],
+        before_chunk: Callable[[], None],
+        after_chunk: Callable[[], None],
+    ) -> torch.Tensor:
+        """One sub-model over the whole song, chunked and cross-faded as ``apply_model``
+        does, accumulating only the sources ``keep_idx``; returns ``(len(keep), 2, n)``."""
+        from demucs.apply import TensorChunk, apply_model
+
+        _, channels, length = mix.shape
+        segment = sub_model.segment
+        segment_length = int(sub_model.samplerate * float(segment))
+        # The triangular cross-fade of demucs's apply_model (transition_power 1).
+        weight = torch.cat(
+            [
+                torch.arange(1, segment_length // 2 + 1),
+                torch.arange(segment_length - segment_length // 2, 0, -1),
+            ]
+        ).float()
+        weight /= weight.max()
+        out = torch.zeros(len(keep_idx), channels, length)
+        sum_weight = torch.zeros(length)
+        for offset in self._chunk_offsets(sub_model, length):
+            before_chunk()
+            chunk = TensorChunk(mix, offset, segment_length)
+            with torch.no_grad():
+                chunk_out = apply_model(
+                    sub_model,
+                    chunk,
+                    shifts=self.config.shifts,
+                    split=False,
+                    overlap=self.config.overlap,
+                    device=self.device,
+                    segment=segment,
+                )
+            kept = chunk_out[0, keep_idx].to("cpu")
+            del chunk_out
+            chunk_length = kept.shape[-1]
+            out[..., offset : offset + chunk_length] += weight[:chunk_length] * kept
+            sum_weight[offset : offset + chunk_length] += weight[:chunk_length]
+            del kept
+            after_chunk()
+        out /= sum_weight
+        return out
+
+    # -- models ----------------------------------------------------------------------
+
+    def _model(self, name: str) -> _LoadedModel:
+        with self._lock:
+            loaded = self._models.get(name)
+            if loaded is None:
+                loaded = self._load(name)
+                self._models[name] = loaded
+            return loaded
+
+    def _load(self, name: str) -> _LoadedModel:
+        from demucs.apply import BagOfModels
+        from demucs.pretrained import get_model
+
+        repo = self.config.model_repo
+        if repo is not None and not repo.is_dir():
+            raise ModelUnavailableError(f"model folder {repo} does not exist")
+        logger.info("loading model %s from %s on %s", name, repo or "demucs download", self.device)
+        try:
+            model: Any = get_model(name, repo=repo)
+        except Exception as exc:  # demucs raises several kinds; all mean "not available"
+            raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
+        if isinstance(model, BagOfModels):
+            sub_models = list(model.models)
+            weights = [list(map(float, row)) for row in model.weights]
+        else:
+            sub_models = [model]
+            weights = [[1.0] * len(model.sources)]
+        for sub_model in sub_models:
+            sub_model.to(self.device)
+            sub_model.eval()
+        return _LoadedModel(name, list(model.sources), sub_models, weights)
+
+    def _identity(self, name: str) -> str:
+        """What identifies a model's weights, read without loading them (for cache keys)."""
+        cached = self._identities.get(name)
+        if cached is not None:
+            return cached
+        repo = self.config.model_repo
+        if repo is None or not repo.is_dir():
+            identity = f"download:{name}"
+        else:
+            digest = hashlib.sha256(name.encode())
+            files = {path.stem.rsplit("-", 1)[0]: path for path in repo.glob("*.th")}
+            bag_file = repo / f"{name}.yaml"
+            if bag_file.is_file():
+                content = bag_file.read_bytes()
+                digest.update(content)
+                try:
+                    sigs = list(yaml.safe_load(content).get("models", []))
+                except (yaml.YAMLError, AttributeError):
+                    sigs = []
+            else:
+                sigs = [name]
+            for sig in sigs:
+                path = files.get(str(sig))
+                if path is not None:
+                    # The file name carries the checksum demucs verifies; size guards the rest.
+                    digest.update(f"{path.name}:{path.stat().st_size}".encode())
+            identity = f"local:{digest.hexdigest()}"
+        self._identities[name] = identity
+        return identity
+
+    # -- cache -----------------------------------------------------------------------
+
+    def _cache_key(self, digest: str, model_name: str, source: str) -> str:
+        return SourceCache.key(
+            _CACHE_FORMAT,
+            digest,
+            self._identity(model_name),
+            f"shifts={self.config.shifts}",
+            f"overlap={self.config.overlap}",
+            source,
+        )
+
+    def _cache_get(
+        self, digest: str, model_name: str, source: str, shape: tuple[int, ...]
+    ) -> np.ndarray | None:
+        if self.cache is None:
+            return None
+        return self.cache.get(self._cache_key(digest, model_name, source), shape)
+
+    def _cache_put(self, digest: str, model_name: str, source: str, array: np.ndarray) -> None:
+        if self.cache is not None:
+            self.cache.put(self._cache_key(digest, model_name, source), array)
