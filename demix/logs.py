@@ -13,8 +13,9 @@ import sys
 import time
 from typing import Any, ClassVar
 
-# Telegram tokens look like "<digits>:<35 url-safe chars>"; test tokens can be shorter.
-_TOKEN_RE = re.compile(r"\b\d{3,12}:[A-Za-z0-9_-]{6,}")
+# Telegram tokens look like "<digits>:<35 url-safe chars>"; test tokens can be shorter,
+# but not as short as the "<request id>:<stem>" part of a job id ("sep:1234:vocals").
+_TOKEN_RE = re.compile(r"\b\d{3,12}:[A-Za-z0-9_-]{16,}")
 _URL_TOKEN_RE = re.compile(r"(/(?:file/)?bot)[^/\s]+")
 
 # Fields that are part of every record and are not rendered as extras.
