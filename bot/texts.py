@@ -137,3 +137,37 @@ def stats_text(figures: Mapping[str, Any]) -> str:
             f"comments {feedback['comments']}",
         ]
     )
+
+
+# --- worker ----------------------------------------------------------------------------
+# What the separation worker (bot/worker.py, bot/delivery.py) shows; owned by the worker.
+
+TELEGRAM_DOWNLOAD_LIMIT_MB = 20
+
+WORKER_DOWNLOADING = "⬇️ Downloading your song…"
+WORKER_UPLOADING = "⬆️ Sending the tracks…"
+RATING_PROMPT = "How did the separation turn out? Rate it:"
+WORKER_TIMED_OUT = (
+    "it took too long and was stopped. Please try again later or send a shorter song."
+)
+WORKER_UNAVAILABLE = "Telegram could not be reached just now. Please try again in a few minutes."
+WORKER_FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
+WORKER_UNDELIVERABLE = "the tracks could not be sent to this chat."
+
+
+def worker_separating(fraction: float) -> str:
+    """The status while the models run."""
+    return f"🎛 Separating… {int(max(0.0, min(1.0, fraction)) * 100)}%"
+
+
+def worker_done(seconds: float, tracks: int) -> str:
+    """The final status: done, with the time it took."""
+    return f"✅ Done in {_duration(seconds)}: {tracks} tracks sent."
+
+
+def worker_telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB) -> str:
+    """Telegram's getFile refused the file: over its download limit for bots."""
+    return (
+        f"the file is over Telegram's {limit_mb} MB download limit for bots. "
+        f"Please send a smaller file (an mp3 under {limit_mb} MB)."
+    )
