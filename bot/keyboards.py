@@ -30,13 +30,13 @@ def picker_keyboard(request_id: int, picked: Collection[str]) -> InlineKeyboardM
     return InlineKeyboardMarkup(rows)
 
 
-def rating_keyboard(request_id: int) -> InlineKeyboardMarkup:
-    """👍 / 👎 under the delivered tracks; a second vote replaces the first."""
-    return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton("👍", callback_data=cd.vote(request_id, "up")),
-                InlineKeyboardButton("👎", callback_data=cd.vote(request_id, "down")),
-            ]
-        ]
-    )
+def rating_keyboard(request_id: int, chosen: str | None = None) -> InlineKeyboardMarkup:
+    """👍 / 👎 under the delivered tracks (✅ on the ``chosen`` one); a new vote replaces it."""
+    buttons = [
+        InlineKeyboardButton(
+            f"{label} {PICKED_MARK}" if vote == chosen else label,
+            callback_data=cd.vote(request_id, vote),
+        )
+        for vote, label in (("up", "👍"), ("down", "👎"))
+    ]
+    return InlineKeyboardMarkup([buttons])

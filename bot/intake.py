@@ -1,0 +1,141 @@
+"""What the bot can tell about a sent file without downloading it: accept it, or why not.
+
+Content validity is decided later by decoding (in the worker); here only the facts Telegram
+declares are checked: size, duration, and a mime type that is plainly not audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from telegram import Message
+
+from bot import texts
+from bot.naming import safe_song_name
+
+MB = 1024 * 1024
+# Telegram's getFile limit for bots on the public Bot API (a local server lifts it).
+TELEGRAM_DOWNLOAD_LIMIT_MB = 20
+# Documents whose declared type is plainly not audio; anything else is left to the decoder.
+_NOT_AUDIO_MIME_PREFIXES = ("image/", "text/", "font/", "model/", "message/")
+_NOT_AUDIO_MIME_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/x-rar-compressed",
+        "application/vnd.rar",
+        "application/x-7z-compressed",
+        "application/gzip",
+        "application/x-tar",
+        "application/json",
+        "application/xml",
+        "application/msword",
+        "application/rtf",
+        "application/x-msdownload",
+        "application/vnd.android.package-archive",
+        "application/x-tgsticker",
+    }
+)
+_NOT_AUDIO_MIME_VENDOR_PREFIXES = (
+    "application/vnd.openxmlformats",
+    "application/vnd.ms-",
+    "application/vnd.oasis.opendocument",
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A song candidate as Telegram declares it."""
+
+    kind: str  # audio, voice or document
+    file_id: str
+    file_unique_id: str | None
+    file_size: int | None
+    mime_type: str | None
+    duration_s: float | None
+    song_name: str
+    artist: str | None
+
+
+def upload_of(message: Message) -> Upload | str | None:
+    """The song candidate in ``message``; a refusal text for video; ``None`` if no file."""
+    if message.audio is not None:
+        audio = message.audio
+        # Telegram's title tag is the better name when a client sends no file name.
+        name = audio.file_name or (
+            f"{audio.performer} - {audio.title}" if audio.performer and audio.title else None
+        )
+        return Upload(
+            kind="audio",
+            file_id=audio.file_id,
+            file_unique_id=audio.file_unique_id,
+            file_size=audio.file_size,
+            mime_type=audio.mime_type,
+            duration_s=_seconds(audio.duration),
+            song_name=safe_song_name(name or audio.title),
+            artist=audio.performer,
+        )
+    if message.voice is not None:
+        voice = message.voice
+        return Upload(
+            kind="voice",
+            file_id=voice.file_id,
+            file_unique_id=voice.file_unique_id,
+            file_size=voice.file_size,
+            mime_type=voice.mime_type,
+            duration_s=_seconds(voice.duration),
+            song_name="voice message",
+            artist=None,
+        )
+    if message.document is not None:
+        document = message.document
+        return Upload(
+            kind="document",
+            file_id=document.file_id,
+            file_unique_id=document.file_unique_id,
+            file_size=document.file_size,
+            mime_type=document.mime_type,
+            duration_s=None,
+            song_name=safe_song_name(document.file_name),
+            artist=None,
+        )
+    if message.video is not None or message.video_note is not None or message.animation:
+        return texts.VIDEO_REFUSED
+    if message.photo or message.sticker is not None:
+        return texts.NOT_AUDIO
+    return None
+
+
+def _seconds(duration: object) -> float | None:
+    # PTB is migrating durations from int to timedelta; accept both.
+    if duration is None:
+        return None
+    total_seconds = getattr(duration, "total_seconds", None)
+    return float(total_seconds()) if callable(total_seconds) else float(duration)  # type: ignore[arg-type]
+
+
+def size_limit_mb(max_file_mb: int, local_mode: bool) -> int:
+    """The size users may send: the configured limit, within Telegram's download limit."""
+    return max_file_mb if local_mode else min(max_file_mb, TELEGRAM_DOWNLOAD_LIMIT_MB)
+
+
+def refusal(
+    upload: Upload, *, max_file_mb: int, local_mode: bool, max_duration_s: int
+) -> str | None:
+    """Why ``upload`` is refused before any download, or ``None`` to accept it."""
+    mime = (upload.mime_type or "").lower()
+    if upload.kind == "document" and (
+        mime.startswith(_NOT_AUDIO_MIME_PREFIXES)
+        or mime in _NOT_AUDIO_MIME_TYPES
+        or mime.startswith(_NOT_AUDIO_MIME_VENDOR_PREFIXES)
+    ):
+        return texts.NOT_AUDIO
+    if upload.file_size == 0:
+        return texts.EMPTY_FILE
+    limit_mb = size_limit_mb(max_file_mb, local_mode)
+    if upload.file_size is not None and upload.file_size > limit_mb * MB:
+        return texts.too_big(limit_mb)
+    if upload.duration_s is not None and upload.duration_s > max_duration_s:
+        return texts.too_long(max_duration_s)
+    return None

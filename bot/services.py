@@ -1,0 +1,62 @@
+"""What the bot process holds open: settings, the database, the queue client, the watcher.
+
+Opened in the Application's ``post_init`` and closed in ``post_stop`` / ``post_shutdown``,
+so `demix bot` (run_polling) and the tests (which drive the same hooks) share one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from telegram.ext import Application
+
+from bot.outcomes import JobWatcher
+from bot.queue import QueueClient
+from demix.settings import Settings
+from storage import Database
+
+logger = logging.getLogger(__name__)
+
+
+class BotServices:
+    """One per bot process; handlers reach the database and the queue through it."""
+
+    def __init__(self, settings: Settings, *, watch_interval_s: float = 2.0) -> None:
+        self.settings = settings
+        self.watch_interval_s = watch_interval_s
+        self.queue = QueueClient(settings.redis_url)
+        self._db: Database | None = None
+        self.watcher: JobWatcher | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("the bot's database is not open (post_init has not run)")
+        return self._db
+
+    async def start(self, application: Application) -> None:
+        """post_init: open the database and start watching the jobs in flight."""
+        self._db = await Database.open(self.settings.db_path)
+        self.watcher = JobWatcher(self._db, self.queue, application.bot, self.watch_interval_s)
+        in_flight = len(await self._db.jobs_in_flight())
+        self._watch_task = asyncio.create_task(self.watcher.run(), name="demix-job-watcher")
+        logger.info("bot services started", extra={"jobs_in_flight": in_flight})
+
+    async def stop_watching(self, application: Application) -> None:
+        """post_stop: stop the watcher while the bot can still be used."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+
+    async def close(self, application: Application) -> None:
+        """post_shutdown: close the queue client and the database."""
+        await self.stop_watching(application)
+        await self.queue.close()
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
