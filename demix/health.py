@@ -1,0 +1,71 @@
+"""Container health checks: ``python -m demix.health worker|bot`` exits 0 when healthy.
+
+- worker: arq's own check (what ``arq --check`` does): a running worker keeps a
+  health-check key in Redis, refreshed every health-check interval; the check fails when
+  the key is missing (no live worker on the queue) or Redis does not answer.
+- bot: ``getMe`` against the configured Bot API answers ``ok`` (the token is valid and
+  Telegram, or the local Bot API server, is reachable).
+
+Neither imports torch, so the checks are cheap enough to run every 30 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from demix.logs import configure_logging
+from demix.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def check_worker(settings: Settings) -> int:
+    """0 when a worker recorded its health in Redis within its interval, else 1."""
+    from arq.connections import RedisSettings
+    from arq.constants import default_queue_name
+    from arq.worker import async_check_health
+
+    try:
+        return asyncio.run(
+            async_check_health(
+                RedisSettings.from_dsn(settings.redis_url), queue_name=default_queue_name
+            )
+        )
+    except Exception as exc:
+        logger.error("worker health check failed: %s: %s", type(exc).__name__, exc)
+        return 1
+
+
+def check_bot(settings: Settings, timeout: float = 10.0) -> int:
+    """0 when ``getMe`` answers ok with the configured token and Bot API, else 1."""
+    import httpx
+
+    token = settings.require_token()
+    try:
+        response = httpx.get(f"{settings.telegram_api_base_url}{token}/getMe", timeout=timeout)
+        ok = response.status_code == 200 and response.json().get("ok") is True
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.error("bot health check failed: %s: %s", type(exc).__name__, exc)
+        return 1
+    if not ok:
+        logger.error("bot health check failed: getMe answered %s", response.status_code)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the check named on the command line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args not in (["worker"], ["bot"]):
+        print("usage: python -m demix.health worker|bot", file=sys.stderr)
+        return 2
+    settings = Settings()
+    configure_logging(settings.log_level, f"health-{args[0]}")
+    return check_worker(settings) if args[0] == "worker" else check_bot(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
