@@ -11,6 +11,7 @@ import pytest
 
 from demix.settings import Settings
 from tests.support.audio import make_song
+from tests.support.fake_bot_api import TEST_TOKEN, FakeBotApi
 from tests.support.redis_server import RedisServer
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
@@ -76,6 +77,13 @@ def make_settings(tmp_path: Path, model_repo: Path) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return build
+
+
+@pytest.fixture
+def fake_bot_api() -> Iterator[FakeBotApi]:
+    """A started fake Telegram Bot API on 127.0.0.1 for the test token (make_settings's)."""
+    with FakeBotApi(TEST_TOKEN) as server:
+        yield server
 
 
 @pytest.fixture
