@@ -161,7 +161,6 @@ class Handlers:
     async def _show_picker(
         self, query: CallbackQuery, request: Request, picked: frozenset[str]
     ) -> None:
-        await query.answer()
         try:
             await query.edit_message_text(
                 texts.picker_text(request.song_name, picked),
@@ -171,6 +170,8 @@ class Handlers:
         except BadRequest as exc:
             if "not modified" not in exc.message.lower():
                 raise
+        finally:
+            await query.answer()
 
     async def _separate(self, query: CallbackQuery, request: Request) -> None:
         db, queue = self.services.db, self.services.queue

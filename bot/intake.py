@@ -6,9 +6,11 @@ declares are checked: size, duration, and a mime type that is plainly not audio.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from telegram import Message
+from telegram.warnings import PTBDeprecationWarning
 
 from bot import texts
 from bot.naming import safe_song_name
@@ -60,6 +62,13 @@ class Upload:
 
 def upload_of(message: Message) -> Upload | str | None:
     """The song candidate in ``message``; a refusal text for video; ``None`` if no file."""
+    with warnings.catch_warnings():
+        # PTB warns on reading int durations while it migrates to timedelta; both are read.
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        return _upload_of(message)
+
+
+def _upload_of(message: Message) -> Upload | str | None:
     if message.audio is not None:
         audio = message.audio
         # Telegram's title tag is the better name when a client sends no file name.
