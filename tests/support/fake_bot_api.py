@@ -72,52 +72,25 @@ NOT_MODIFIED = (
 QUERY_INVALID = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 WRONG_FILE = "Bad Request: wrong file identifier/HTTP URL specified"
 
+
+def _names(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 # Bot API parameters that PTB (and Telegram) carry as JSON text inside form fields.
-_JSON_PARAMS = frozenset(
-    {
-        "reply_markup",
-        "media",
-        "allowed_updates",
-        "entities",
-        "caption_entities",
-        "commands",
-        "scope",
-        "link_preview_options",
-        "reply_parameters",
-    }
+_JSON_PARAMS = _names(
+    "reply_markup media allowed_updates entities caption_entities commands scope "
+    "link_preview_options reply_parameters"
 )
-_INT_PARAMS = frozenset(
-    {
-        "chat_id",
-        "from_chat_id",
-        "user_id",
-        "message_id",
-        "message_thread_id",
-        "reply_to_message_id",
-        "offset",
-        "limit",
-        "duration",
-        "width",
-        "height",
-        "cache_time",
-        "max_connections",
-    }
+_INT_PARAMS = _names(
+    "chat_id from_chat_id user_id message_id message_thread_id reply_to_message_id offset "
+    "limit duration width height cache_time max_connections"
 )
 _FLOAT_PARAMS = frozenset({"timeout"})
-_BOOL_PARAMS = frozenset(
-    {
-        "show_alert",
-        "disable_notification",
-        "protect_content",
-        "allow_sending_without_reply",
-        "drop_pending_updates",
-        "disable_web_page_preview",
-        "disable_content_type_detection",
-        "supports_streaming",
-        "has_spoiler",
-        "show_caption_above_media",
-        "allow_paid_broadcast",
-    }
+_BOOL_PARAMS = _names(
+    "show_alert disable_notification protect_content allow_sending_without_reply "
+    "drop_pending_updates disable_web_page_preview disable_content_type_detection "
+    "supports_streaming has_spoiler show_caption_above_media allow_paid_broadcast"
 )
 
 _FILE_FOLDERS = {
@@ -127,25 +100,8 @@ _FILE_FOLDERS = {
     "video": "videos",
     "photo": "photos",
 }
-_HTML_TAGS = frozenset(
-    {
-        "b",
-        "strong",
-        "i",
-        "em",
-        "u",
-        "ins",
-        "s",
-        "strike",
-        "del",
-        "a",
-        "code",
-        "pre",
-        "span",
-        "tg-spoiler",
-        "tg-emoji",
-        "blockquote",
-    }
+_HTML_TAGS = _names(
+    "b strong i em u ins s strike del a code pre span tg-spoiler tg-emoji blockquote"
 )
 
 
@@ -531,6 +487,7 @@ class FakeBotApi:
         self._calls: list[ApiCall] = []
         self._faults: list[_Fault] = []
         self._latency: dict[str, float] = {}
+        self._blocked: set[int] = set()
         self._poller = 0  # ticket of the getUpdates request allowed to answer
         self._polls_waiting = 0
 
@@ -611,11 +568,16 @@ class FakeBotApi:
         }
 
     def start(self) -> FakeBotApi:
-        """Serve on a free loopback port in a background thread; returns once it accepts."""
+        """Serve on 127.0.0.1 in a background thread; returns once it accepts connections.
+
+        The first start picks a free port; a restart after :meth:`stop` reuses it and keeps
+        all state, so a test can take "Telegram" down and bring it back.
+        """
         if self._thread is not None:
             raise RuntimeError("FakeBotApi is already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port or 0))
         self._port = int(sock.getsockname()[1])
         if self.local_mode:
             self._local_dir = tempfile.TemporaryDirectory(prefix="fake-bot-api-")
@@ -753,6 +715,10 @@ class FakeBotApi:
             too_large = ApiError(413, "Request Entity Too Large")
             self._record(method, {}, {}, 413, too_large.description, None)
             return self._json_response(413, too_large.payload())
+        except Exception as exc:
+            unreadable = ApiError(400, f"Bad Request: can't parse the request body: {exc!r}")
+            self._record(method, {}, {}, 400, unreadable.description, None)
+            return self._json_response(400, unreadable.payload())
         call = _Call(method, params, files)
         if method not in self._handlers and method != "getUpdates":
             self._record(method, params, files, 404, "Not Found", None)
@@ -1279,6 +1245,14 @@ class FakeBotApi:
         self._queue_update("callback_query", payload)
         return query_id
 
+    def block_bot(self, user_id: int, blocked: bool = True) -> None:
+        """The user blocks (or unblocks) the bot: sends to their chat get 403 Forbidden."""
+        with self._lock:
+            if blocked:
+                self._blocked.add(user_id)
+            else:
+                self._blocked.discard(user_id)
+
     # -- observing the bot ---------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[ApiCall]:
@@ -1476,6 +1450,8 @@ class FakeBotApi:
         chat_id = call.params.get("chat_id")
         if not isinstance(chat_id, int) or chat_id not in self._chats:
             raise ApiError(400, "Bad Request: chat not found")
+        if chat_id in self._blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
         return chat_id
 
     def _bot_message(self, call: _Call, chat_id: int) -> ChatMessage:

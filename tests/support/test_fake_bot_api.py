@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +20,7 @@ from telegram.error import (
     BadRequest,
     Conflict,
     EndPointNotFound,
+    Forbidden,
     InvalidToken,
     NetworkError,
     RetryAfter,
@@ -420,3 +424,88 @@ def test_press_on_missing_message_is_a_test_error(fake_bot_api: FakeBotApi) -> N
     with pytest.raises(ValueError, match="no message"):
         fake_bot_api.press_button(USER, (USER, 77), "x")
     wait_until(lambda: fake_bot_api.pending_updates() == 1)
+
+
+async def test_uploads_over_50_mb_are_refused(fake_bot_api: FakeBotApi) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    async with make_bot(fake_bot_api) as bot:
+        with pytest.raises(NetworkError, match="Request Entity Too Large"):
+            await bot.send_document(USER, b"\0" * (50 * MB + 1), filename="huge.wav")
+    assert fake_bot_api.chat_messages(USER) == []
+    assert [c.status for c in fake_bot_api.calls("sendDocument")] == [413]
+
+
+async def test_drop_pending_updates_and_allowed_updates(fake_bot_api: FakeBotApi) -> None:
+    fake_bot_api.send_text(USER, "sent while the bot was down")
+    async with make_bot(fake_bot_api) as bot:
+        await bot.delete_webhook(drop_pending_updates=True)
+        assert fake_bot_api.pending_updates() == 0
+        text = fake_bot_api.send_text(USER, "hello")
+        picker = await bot.send_message(USER, "Pick", reply_markup=keyboard(("a", "a")))
+        fake_bot_api.press_button(USER, (USER, picker.message_id), "a")
+        only_presses = await bot.get_updates(timeout=0, allowed_updates=["callback_query"])
+        assert [u.callback_query.data for u in only_presses if u.callback_query] == ["a"]
+        assert len(only_presses) == 1
+        everything = await bot.get_updates(timeout=0, allowed_updates=[])
+        assert [u.effective_message.message_id for u in everything if u.effective_message] == [
+            text.message_id,
+            picker.message_id,
+        ]
+
+
+async def test_blocked_user_gets_forbidden(fake_bot_api: FakeBotApi) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    fake_bot_api.block_bot(USER)
+    async with make_bot(fake_bot_api) as bot:
+        with pytest.raises(Forbidden, match="bot was blocked by the user"):
+            await bot.send_message(USER, "your stems")
+        fake_bot_api.block_bot(USER, blocked=False)
+        await bot.send_message(USER, "your stems")
+
+
+async def test_restart_keeps_port_and_state(fake_bot_api: FakeBotApi) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    url = fake_bot_api.api_base_url
+    async with make_bot(fake_bot_api) as bot:
+        await bot.send_message(USER, "before")
+        fake_bot_api.stop()
+        with pytest.raises(NetworkError):
+            await bot.send_message(USER, "while down")
+        fake_bot_api.start()
+        assert fake_bot_api.api_base_url == url
+        await bot.send_message(USER, "after")
+    assert [m.text for m in fake_bot_api.chat_messages(USER)] == ["before", "after"]
+
+
+CHILD = """
+import asyncio, os
+from telegram import Bot
+
+async def main() -> None:
+    bot = Bot(
+        os.environ["TELEGRAM_BOT_TOKEN"],
+        base_url=os.environ["TELEGRAM_API_BASE_URL"],
+        base_file_url=os.environ["TELEGRAM_FILE_BASE_URL"],
+    )
+    async with bot:
+        [update] = await bot.get_updates(timeout=10)
+        await bot.send_message(update.effective_chat.id, "child saw: " + update.message.text)
+        await bot.get_updates(offset=update.update_id + 1, timeout=0)
+
+asyncio.run(main())
+"""
+
+
+def test_a_child_process_talks_to_the_server(fake_bot_api: FakeBotApi) -> None:
+    env = {**os.environ, **fake_bot_api.environment()}
+    child = subprocess.Popen([sys.executable, "-c", CHILD], env=env)
+    try:
+        wait_until(fake_bot_api.is_polling, timeout=30, what="the child to poll")
+        fake_bot_api.send_text(USER, "ping")
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    reply = fake_bot_api.wait_for_message(USER, containing="child saw")
+    assert reply.text == "child saw: ping"
+    assert fake_bot_api.pending_updates() == 0
