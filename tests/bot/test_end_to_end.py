@@ -1,0 +1,322 @@
+"""Whole chat flows: the real bot and the real arq worker (tiny models), the fake Bot API,
+a real Redis and a real SQLite file. Tracks are decoded and checked against the mix."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from arq.jobs import Job, JobStatus
+
+from bot import texts
+from bot.jobs import separation_job_id
+from demix.logs import configure_logging
+from demix.settings import Settings
+from tests.bot.conftest import (
+    answer_to,
+    current,
+    picker_for,
+    press,
+    running_bot,
+    running_worker,
+)
+from tests.support.audio import decode, make_song
+from tests.support.fake_bot_api import ChatMessage, FakeBotApi
+from tests.support.waiting import async_wait_until
+
+USER, OTHER = 301, 302
+JOB_TIMEOUT_S = 120.0
+
+
+class RawRecords(logging.Handler):
+    """Records' messages and tracebacks, unformatted: the token must not be in them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # PTB logs its token-bearing base URL at DEBUG; only the formatted output (which
+        # redacts) may see that. Records at INFO and above must be clean at the source.
+        if record.levelno < logging.INFO:
+            return
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.lines.append(text)
+
+
+@pytest.fixture
+def service_logs() -> Iterator[tuple[io.StringIO, RawRecords]]:
+    """The processes' real logging setup (as `demix bot` / `demix worker` configure it) at
+    DEBUG, written to a buffer; the previous logging setup is restored afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_levels = {
+        name: logging.getLogger(name).level
+        for name in ("httpx", "httpcore", "telegram.ext.Updater")
+    }
+    configure_logging("DEBUG", "test")
+    formatted = io.StringIO()
+    stream_handler = root.handlers[0]
+    assert isinstance(stream_handler, logging.StreamHandler)
+    stream_handler.setStream(formatted)
+    raw = RawRecords()
+    root.addHandler(raw)
+    try:
+        yield formatted, raw
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+async def wait_for_tracks(api: FakeBotApi, chat_id: int, count: int) -> list[ChatMessage]:
+    return await async_wait_until(
+        lambda: (tracks := api.audio_messages(chat_id)) and len(tracks) >= count and tracks,
+        timeout=JOB_TIMEOUT_S,
+        what=f"{count} tracks in chat {chat_id}",
+    )
+
+
+async def pick_and_separate(
+    api: FakeBotApi, user_id: int, song_message: ChatMessage, stems: list[str]
+) -> ChatMessage:
+    picker = await picker_for(api, song_message.chat_id, song_message)
+    for stem in stems:
+        await press(api, user_id, picker, picker.button(stem).callback_data or "")
+    answer = await press(api, user_id, picker, picker.button("Separate").callback_data or "")
+    assert not answer.show_alert, answer.text
+    return picker
+
+
+def sum_error_db(tracks: list[np.ndarray], mix: np.ndarray) -> float:
+    """Level of (sum of tracks - mix) relative to the mix, in dB (more negative is better)."""
+    total = np.sum(tracks, axis=0)
+    residual = total - mix
+    return float(10 * np.log10(np.mean(residual**2) / np.mean(mix**2)))
+
+
+async def test_song_to_tracks_then_vote_and_revote(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    shared_separator: Any,
+    tmp_path: Path,
+    service_logs: tuple[io.StringIO, RawRecords],
+) -> None:
+    settings = bot_settings()
+    token = settings.require_token()
+    async with running_bot(settings) as bot, running_worker(settings, shared_separator):
+        sent = fake_bot_api.send_audio(
+            USER, song, file_name="../My Song.mp3", title="Test Song", performer="Test Artist"
+        )
+        await pick_and_separate(fake_bot_api, USER, sent, ["vocals", "drums"])
+        tracks = await wait_for_tracks(fake_bot_api, USER, 3)
+
+        # The tracks: names, count, duration, and they sum back to the mix.
+        assert [t.file_name for t in tracks] == [
+            "My Song - drums.mp3",
+            "My Song - vocals.mp3",
+            "My Song - rest.mp3",
+        ]
+        assert len({t.media_group_id for t in tracks}) == 1  # one album
+        mix = decode(song)
+        decoded = []
+        for track in tracks:
+            path = tmp_path / (track.file_name or "track.mp3")
+            path.write_bytes(track.data or b"")
+            samples = decode(path)
+            assert abs(samples.shape[1] - mix.shape[1]) <= 1, track.file_name
+            decoded.append(samples[:, : mix.shape[1]])
+        assert sum_error_db(decoded, mix) < -20.0
+
+        # One status message, edited from queued to done.
+        status = await async_wait_until(
+            lambda: fake_bot_api.last_message(USER, containing="Done"), timeout=JOB_TIMEOUT_S
+        )
+        assert status.reply_to == sent.message_id
+        assert any("Queued" in (text or "") for text in status.texts)
+        job_id = separation_job_id(1, ["drums", "vocals"])
+        job = await async_wait_until(
+            lambda: _finished(bot.services.db.get_job(job_id)), what="the job to be recorded"
+        )
+        assert job.status == "done"
+        assert job.tracks == ("drums", "vocals", "rest")
+        assert job.started_at is not None and job.finished_at is not None
+        assert job.audio_seconds == pytest.approx(3.0, abs=0.1)
+
+        # Vote, then vote again: one vote, replaced; 👎 asks what was wrong.
+        rating = await async_wait_until(
+            lambda: fake_bot_api.last_message(USER, containing=texts.RATING_PROMPT)
+        )
+        answer = await press(fake_bot_api, USER, rating, rating.button("👍").callback_data or "")
+        assert answer.text == texts.VOTE_THANKS["up"]
+        assert await bot.services.db.get_vote(1, USER) == "up"
+        rating = await current(fake_bot_api, rating)
+        assert "✅" in rating.button("👍").text
+        answer = await press(fake_bot_api, USER, rating, rating.button("👎").callback_data or "")
+        assert answer.text == texts.VOTE_CHANGED
+        assert await bot.services.db.get_vote(1, USER) == "down"
+        question = await async_wait_until(
+            lambda: fake_bot_api.last_message(USER, containing="What was wrong")
+        )
+        comment = fake_bot_api.send_text(
+            USER, "the drums leak into the vocals", reply_to=question.message_id
+        )
+        thanks = await answer_to(fake_bot_api, USER, comment)
+        assert thanks.content == texts.COMMENT_THANKS
+        assert await bot.services.db.comments(1) == ["the drums leak into the vocals"]
+        figures = (await bot.services.db.stats()).to_dict()
+        assert figures["feedback"] == {"up": 0, "down": 1, "comments": 1}
+        assert figures["jobs"]["done"] == 1
+
+    formatted, raw = service_logs
+    output = formatted.getvalue()
+    assert "job_id=sep:1:drums+vocals" in output  # the logs did capture the flow
+    assert token not in output
+    assert raw.lines and not [line for line in raw.lines if token in line]
+
+
+async def _finished(job: Any) -> Any:
+    record = await job
+    return record if record is not None and record.status in ("done", "failed") else None
+
+
+async def test_two_users_at_once_each_get_their_own_tracks(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    shared_separator: Any,
+    tmp_path: Path,
+) -> None:
+    settings = bot_settings()
+    first = make_song(tmp_path / "First.mp3", seconds=2.0, seed=1)
+    second = make_song(tmp_path / "Second.wav", seconds=2.5, seed=2)
+    async with running_bot(settings), running_worker(settings, shared_separator):
+        sent_first = fake_bot_api.send_audio(USER, first)
+        sent_second = fake_bot_api.send_document(OTHER, second)
+        await pick_and_separate(fake_bot_api, USER, sent_first, ["bass"])
+        await pick_and_separate(fake_bot_api, OTHER, sent_second, ["piano", "guitar"])
+        tracks_first = await wait_for_tracks(fake_bot_api, USER, 2)
+        tracks_second = await wait_for_tracks(fake_bot_api, OTHER, 3)
+    assert [t.file_name for t in tracks_first] == ["First - bass.mp3", "First - no_bass.mp3"]
+    assert [t.file_name for t in tracks_second] == [
+        "Second - guitar.mp3",
+        "Second - piano.mp3",
+        "Second - rest.mp3",
+    ]
+    path = tmp_path / "out.mp3"
+    path.write_bytes(tracks_second[0].data or b"")
+    assert decode(path).shape[1] == pytest.approx(2.5 * 44100, abs=1)
+
+
+async def test_undecodable_file_is_reported_with_the_formats(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    shared_separator: Any,
+) -> None:
+    settings = bot_settings()
+    async with running_bot(settings) as bot, running_worker(settings, shared_separator):
+        sent = fake_bot_api.send_document(USER, b"ID3 but not really an mp3" * 50, "fake.mp3")
+        await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
+        status = await async_wait_until(
+            lambda: fake_bot_api.last_message(USER, containing="failed"), timeout=JOB_TIMEOUT_S
+        )
+        assert "mp3" in status.content
+        job = await async_wait_until(
+            lambda: _finished(bot.services.db.get_job(separation_job_id(1, ["vocals"])))
+        )
+        assert job.status == "failed"
+        assert fake_bot_api.audio_messages(USER) == []
+
+
+async def test_outcome_recorded_after_a_bot_restart(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    shared_separator: Any,
+) -> None:
+    settings = bot_settings()
+    job_id = separation_job_id(1, ["other"])
+    async with running_bot(settings):
+        sent = fake_bot_api.send_audio(USER, song)
+        await pick_and_separate(fake_bot_api, USER, sent, ["other"])
+    # The bot is down while the worker serves the job.
+    async with running_worker(settings, shared_separator) as worker:
+        await wait_for_tracks(fake_bot_api, USER, 2)
+
+        async def stored() -> bool:
+            return await Job(job_id, worker.pool).status() == JobStatus.complete
+
+        await async_wait_until(
+            stored,
+            timeout=JOB_TIMEOUT_S,
+            what="arq to store the result",
+        )
+    async with running_bot(settings) as bot:
+        job = await async_wait_until(lambda: _finished(bot.services.db.get_job(job_id)))
+        assert job.status == "done" and job.tracks == ("other", "no_other")
+
+
+async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    shared_separator: Any,
+    redis_url: str,
+) -> None:
+    settings = bot_settings(job_max_tries=2)
+    job_id = separation_job_id(1, ["bass"])
+    async with running_bot(settings) as bot:
+        sent = fake_bot_api.send_audio(USER, song)
+        await pick_and_separate(fake_bot_api, USER, sent, ["bass"])
+        # As if earlier tries had all died with their worker: arq gives the job up without
+        # running it, so the worker never gets to edit the status message.
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.set(f"arq:retry:{job_id}", settings.job_max_tries)
+        finally:
+            client.close()
+        async with running_worker(settings, shared_separator):
+            status = await async_wait_until(
+                lambda: fake_bot_api.last_message(USER, containing=texts.JOB_CRASHED),
+                timeout=JOB_TIMEOUT_S,
+            )
+        assert status.reply_to == sent.message_id
+        job = await async_wait_until(lambda: _finished(bot.services.db.get_job(job_id)))
+        assert job.status == "failed" and "retries" in (job.error or "")
+        assert fake_bot_api.audio_messages(USER) == []
+
+
+async def test_job_lost_from_redis_is_reported_and_can_be_started_again(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    redis_url: str,
+) -> None:
+    settings = bot_settings()
+    async with running_bot(settings) as bot:
+        sent = fake_bot_api.send_audio(USER, song)
+        picker = await pick_and_separate(fake_bot_api, USER, sent, ["piano"])
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.flushdb()  # a Redis restarted without persistence
+        finally:
+            client.close()
+        await async_wait_until(lambda: fake_bot_api.last_message(USER, containing=texts.JOB_LOST))
+        job = await bot.services.db.get_job(separation_job_id(1, ["piano"]))
+        assert job is not None and job.status == "failed"
+        answer = await press(fake_bot_api, USER, picker, picker.button("Separate").callback_data)
+        assert not answer.show_alert
+        job = await bot.services.db.get_job(separation_job_id(1, ["piano"]))
+        assert job is not None and job.status == "queued"
