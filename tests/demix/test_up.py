@@ -1,0 +1,314 @@
+"""`demix up` as an operator runs it: a subprocess with tiny models and the fake Bot API.
+
+The service's children (redis-server, worker, bot) are found through /proc, so the tests
+see exactly what an operator's `ps` would: what runs, and that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from demix.settings import Settings
+from demix.up import child_environment, safe_url, settings_env
+from tests.support.fake_bot_api import ChatMessage, FakeBotApi
+from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
+
+USER = 4242
+START_TIMEOUT_S = 120.0  # the worker imports torch; the machine may be busy
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid``: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        # The command name (2nd field) is in parentheses and may contain spaces.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and cmdline:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@dataclass
+class Up:
+    """A running `demix up` and its combined output."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = START_TIMEOUT_S) -> None:
+        def seen() -> bool:
+            if self.process.poll() is not None and text not in self.log:
+                raise AssertionError(f"demix up exited ({self.process.returncode}):\n{self.log}")
+            return text in self.log
+
+        wait_until(seen, timeout=timeout, interval=0.1, what=f"{text!r} in the output")
+
+    def children(self) -> dict[str, int]:
+        """Role -> pid of the children running now."""
+        roles = {}
+        for pid, cmdline in _children(self.process.pid).items():
+            if "redis-server" in cmdline:
+                roles["redis"] = pid
+            elif cmdline.endswith("demix worker"):
+                roles["worker"] = pid
+            elif cmdline.endswith("demix bot"):
+                roles["bot"] = pid
+            else:
+                roles[cmdline] = pid
+        return roles
+
+    def stop(self, sig: signal.Signals, timeout: float = 90.0) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+@pytest.fixture
+def start_up(
+    tmp_path: Path, model_repo: Path, fake_bot_api: FakeBotApi
+) -> Iterator[Callable[..., Up]]:
+    """Start `demix up` in an empty folder with a bare environment plus ``env``."""
+    started: list[Up] = []
+
+    def start(**env: str) -> Up:
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            **fake_bot_api.environment(),
+            "DEMIX_MODEL_REPO": str(model_repo),
+            "DEMIX_DEVICE": "cpu",
+            "DEMIX_DATA_DIR": str(tmp_path / "data"),
+            "DEMIX_DB_PATH": str(tmp_path / "data" / "demix.sqlite3"),
+            "DEMIX_CACHE_DIR": str(tmp_path / "data" / "cache"),
+            "DEMIX_PROGRESS_EDIT_INTERVAL_S": "0.2",
+            **env,
+        }
+        log_path = tmp_path / f"up-{len(started)}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "demix", "up"],
+                cwd=tmp_path,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        up = Up(process, log_path)
+        started.append(up)
+        return up
+
+    yield start
+
+    for up in started:
+        if up.process.poll() is None:
+            leftovers = list(_children(up.process.pid))
+            up.process.kill()
+            up.process.wait(timeout=30)
+            for pid in leftovers:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _picker(api: FakeBotApi, song: ChatMessage) -> ChatMessage | None:
+    return next(
+        (m for m in api.chat_messages(USER) if m.reply_to == song.message_id and m.has_keyboard),
+        None,
+    )
+
+
+def _press(api: FakeBotApi, message: ChatMessage, label: str) -> None:
+    query_id = api.press_button(USER, message, message.button(label).callback_data or "")
+    wait_until(lambda: api.answer_for(query_id), timeout=30, what=f"an answer to {label}")
+
+
+def _health(kind: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "demix.health", kind],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
+    start_up: Callable[..., Up], fake_bot_api: FakeBotApi, song: Path, tmp_path: Path
+) -> None:
+    # Nothing answers at REDIS_URL, so `up` starts its own redis-server.
+    up = start_up(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    up.wait_log("service up")
+    children = up.children()
+    assert set(children) == {"redis", "worker", "bot"}, children
+
+    sent = fake_bot_api.send_audio(USER, song)
+    picker = wait_until(lambda: _picker(fake_bot_api, sent), timeout=60, what="the picker")
+    _press(fake_bot_api, picker, "vocals")
+    _press(fake_bot_api, picker, "Separate")
+    tracks = wait_until(
+        lambda: (lambda a: a if len(a) >= 2 else None)(fake_bot_api.audio_messages(USER)),
+        timeout=START_TIMEOUT_S,
+        interval=0.2,
+        what="the separated tracks",
+    )
+    assert sorted(t.file_name or "" for t in tracks) == [
+        "Test Song - no_vocals.mp3",
+        "Test Song - vocals.mp3",
+    ]
+    rating = wait_until(
+        lambda: next(
+            (m for m in fake_bot_api.chat_messages(USER) if any("👍" in b.text for b in m.buttons)),
+            None,
+        ),
+        timeout=30,
+        what="the rating buttons",
+    )
+    _press(fake_bot_api, rating, "👍")
+
+    # Output of every child is forwarded with its name; job lines carry job and user ids.
+    log = up.log
+    assert "redis | " in log and "worker| " in log and "bot   | " in log
+    assert "job_id=sep:1:vocals user_id=4242" in log
+    assert fake_bot_api.token not in log
+
+    # The containers' health checks, against this running service.
+    redis_url = log.split("redis_url=", 1)[1].split()[0]
+    assert _health("worker", REDIS_URL=redis_url).returncode == 0
+    assert _health("bot", **fake_bot_api.environment()).returncode == 0
+
+    assert up.stop(signal.SIGINT) == 0
+    data = tmp_path / "data"
+    for role, pid in children.items():
+        assert not _alive(pid), f"{role} (pid {pid}) outlived demix up"
+    assert "SIGINT received" in up.log
+    # The bot recorded the request, the job and the vote in its SQLite file.
+    stats = subprocess.run(
+        [sys.executable, "-m", "demix", "stats", "--json"],
+        env={"PATH": os.environ.get("PATH", ""), "DEMIX_DB_PATH": str(data / "demix.sqlite3")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    figures = json.loads(stats.stdout)
+    assert figures["requests"] == 1
+    assert (figures["feedback"]["up"], figures["feedback"]["down"]) == (1, 0)
+    # Redis persisted its data as an append-only file under the data dir.
+    assert list((data / "redis").glob("appendonlydir/*.aof"))
+
+
+@pytest.mark.slow
+def test_up_reuses_a_redis_that_answers(start_up: Callable[..., Up], redis_url: str) -> None:
+    up = start_up(REDIS_URL=redis_url)
+    up.wait_log("service up")
+    children = up.children()
+    assert set(children) == {"worker", "bot"}, children
+    assert f"using Redis at {redis_url}" in up.log
+    # The worker reached the given Redis: arq's health key is there.
+    wait_until(lambda: _health("worker", REDIS_URL=redis_url).returncode == 0, timeout=60)
+
+    assert up.stop(signal.SIGTERM) == 0
+    for role, pid in children.items():
+        assert not _alive(pid), f"{role} (pid {pid}) outlived demix up"
+
+
+@pytest.mark.slow
+def test_a_crashed_child_is_reported_and_takes_the_service_down(
+    start_up: Callable[..., Up], redis_url: str
+) -> None:
+    up = start_up(REDIS_URL=redis_url)
+    up.wait_log("service up")
+    children = up.children()
+
+    os.kill(children["bot"], signal.SIGKILL)
+
+    assert up.process.wait(timeout=90) == 1
+    assert "bot exited unexpectedly with code -9" in up.log
+    assert not _alive(children["worker"])
+
+
+def test_up_without_a_token_says_so(start_up: Callable[..., Up]) -> None:
+    up = start_up(TELEGRAM_BOT_TOKEN="")
+    assert up.process.wait(timeout=60) == 2
+    assert "TELEGRAM_BOT_TOKEN is not set" in up.log
+
+
+def test_up_without_redis_and_without_redis_server(
+    start_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    up = start_up(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PATH=str(empty))
+    assert up.process.wait(timeout=60) == 1
+    assert "redis-server is not installed" in up.log
+    assert not _children(up.process.pid)
+
+
+def test_health_checks_fail_without_a_service(fake_bot_api: FakeBotApi, redis_url: str) -> None:
+    assert _health("worker", REDIS_URL=redis_url).returncode == 1
+    closed = f"http://127.0.0.1:{free_port()}/bot"
+    env = {**fake_bot_api.environment(), "TELEGRAM_API_BASE_URL": closed}
+    result = _health("bot", **env)
+    assert result.returncode == 1
+    assert fake_bot_api.token not in result.stderr
+
+
+def test_children_get_exactly_the_settings_up_was_given(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(
+        admin_ids="7,3",
+        models="a4,b6",
+        blend_weights={"drums": 0.5, "bass": 1.0, "vocals": 0.75},
+        telegram_local_mode=True,
+        max_file_mb=50,
+        model_repo=None,
+    )
+    monkeypatch.setenv("DEMIX_MODEL_REPO", "/somewhere/else")
+    env = child_environment(settings, "redis://127.0.0.1:1234/2")
+    assert "DEMIX_MODEL_REPO" not in env
+    assert env["REDIS_URL"] == "redis://127.0.0.1:1234/2"
+
+    for key in list(os.environ):
+        monkeypatch.delenv(key)
+    for key, value in settings_env(settings).items():
+        if value is not None:
+            monkeypatch.setenv(key, value)
+    rebuilt = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert rebuilt == settings
+
+
+def test_safe_url_hides_the_password() -> None:
+    assert safe_url("redis://:s3cret@redis.internal:6380/1") == "redis://:***@redis.internal:6380/1"
+    assert safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
