@@ -1,0 +1,414 @@
+"""The arq worker end to end: a real Redis, arq's real Worker in-process, the fake Bot API
+over real HTTP, tiny random models through demucs's loading path."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.jobs import Job, JobResult
+from arq.worker import Worker
+from telegram import Bot
+
+from bot.delivery import ledger_key
+from bot.jobs import SEPARATE_JOB, JobFailed, JobOutcome, SeparationJob, separation_job_id
+from bot.worker import STATE_KEY, separate_job, worker_settings
+from demix.settings import Settings
+from separation import EnsembleSeparator, SeparatorConfig
+from tests.support.audio import decode, make_song
+from tests.support.fake_bot_api import MB, ApiCall, ChatMessage, FakeBotApi
+
+USER = 501
+_request_ids = itertools.count(1000)
+
+
+@pytest.fixture(scope="module")
+def separator(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> EnsembleSeparator:
+    """One separator for the module: the tiny models load once, as in a worker process."""
+    config = SeparatorConfig(
+        model_repo=model_repo, device="cpu", cache_dir=tmp_path_factory.mktemp("cache")
+    )
+    return EnsembleSeparator(config)
+
+
+@pytest.fixture
+def settings(
+    make_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, redis_url: str
+) -> Settings:
+    return make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        retry_backoff_s=0.05,
+        retry_backoff_max_s=0.2,
+        progress_edit_interval_s=0.2,
+    )
+
+
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    yield redis
+    await redis.aclose()
+
+
+@dataclass
+class Submitted:
+    job: SeparationJob
+    job_id: str
+    song_message: ChatMessage
+
+
+async def submit(
+    api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    song: Path | bytes,
+    stems: tuple[str, ...],
+    *,
+    user_id: int = USER,
+    send_as: str = "audio",
+    song_name: str = "Test Song",
+    declared_size: int | None = None,
+) -> Submitted:
+    """Do what the bot does before a job: the user's song, a status message, the enqueue."""
+    if send_as == "audio":
+        message = api.send_audio(user_id, song, declared_size=declared_size)
+    else:
+        message = api.send_document(user_id, song, file_name="song.mp3")
+    assert message.file is not None
+    token = settings.require_token()
+    async with Bot(token, base_url=settings.telegram_api_base_url) as bot:
+        status = await bot.send_message(message.chat_id, "⏳ Queued: you're next.")
+    job = SeparationJob(
+        request_id=next(_request_ids),
+        chat_id=message.chat_id,
+        user_id=user_id,
+        file_id=message.file.file_id,
+        song_name=song_name,
+        stems=stems,
+        status_message_id=status.message_id,
+        reply_to_message_id=message.message_id,
+        file_size=message.file.size,
+        artist="Test Artist",
+    )
+    job_id = separation_job_id(job.request_id, stems)
+    assert await pool.enqueue_job(SEPARATE_JOB, _job_id=job_id, **job.to_kwargs())
+    return Submitted(job, job_id, message)
+
+
+async def run_worker_burst(settings: Settings, separator: EnsembleSeparator) -> Worker:
+    """Run arq's Worker until the queue is empty (deferred retries included)."""
+    worker = Worker(
+        **worker_settings(
+            settings, separator=separator, burst=True, handle_signals=False, poll_delay_s=0.05
+        )
+    )
+    try:
+        await asyncio.wait_for(worker.async_run(), timeout=180)
+    finally:
+        await worker.close()
+    return worker
+
+
+async def result_of(pool: ArqRedis, job_id: str) -> JobResult:
+    return await Job(job_id, pool).result_info()  # type: ignore[return-value]
+
+
+def status_texts(api: FakeBotApi, submitted: Submitted) -> list[str | None]:
+    message = api.message(submitted.job.chat_id, submitted.job.status_message_id)
+    assert message is not None
+    return message.texts
+
+
+def rating_messages(api: FakeBotApi, chat_id: int) -> list[ChatMessage]:
+    return [m for m in api.chat_messages(chat_id) if any("👍" in b.text for b in m.buttons)]
+
+
+def status_edits(api: FakeBotApi, submitted: Submitted) -> list[ApiCall]:
+    return [
+        call
+        for call in api.calls("editMessageText")
+        if call.params.get("message_id") == submitted.job.status_message_id and call.ok
+    ]
+
+
+def assert_sums_to_mix(mix: np.ndarray, stems: list[np.ndarray]) -> None:
+    """The decoded stems add up to the decoded input, within mp3 coding noise."""
+    n = mix.shape[1]
+    for stem in stems:
+        assert stem.shape == mix.shape, "every track has the input's length, sample-aligned"
+    total = np.sum(stems, axis=0)[:, :n]
+    error = total - mix
+    snr_db = 10 * np.log10(np.sum(mix**2) / max(np.sum(error**2), 1e-20))
+    assert snr_db > 20, f"stems sum back to the mix at only {snr_db:.1f} dB SNR"
+
+
+async def test_job_delivers_an_album_then_rating_then_done(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "drums"))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 0)
+
+    chat = submitted.job.chat_id
+    audios = fake_bot_api.audio_messages(chat)
+    names = [m.file_name for m in audios]
+    assert names == ["Test Song - drums.mp3", "Test Song - vocals.mp3", "Test Song - rest.mp3"]
+    assert len({m.media_group_id for m in audios}) == 1 and audios[0].media_group_id
+    assert all(m.reply_to == submitted.song_message.message_id for m in audios)
+    assert [m.file.title for m in audios if m.file] == [
+        "Test Song (drums)",
+        "Test Song (vocals)",
+        "Test Song (rest)",
+    ]
+
+    decoded = []
+    for message in audios:
+        assert message.data is not None
+        path = tmp_path / (message.file_name or "track.mp3")
+        path.write_bytes(message.data)
+        decoded.append(decode(path))
+    assert_sums_to_mix(decode(song), decoded)
+
+    ratings = rating_messages(fake_bot_api, chat)
+    assert len(ratings) == 1
+    assert {b.callback_data for b in ratings[0].buttons} == {
+        f"v:{submitted.job.request_id}:up",
+        f"v:{submitted.job.request_id}:down",
+    }
+    bot_messages = fake_bot_api.chat_messages(chat)
+    assert bot_messages.index(ratings[0]) > bot_messages.index(audios[-1]), "rating comes last"
+
+    texts = status_texts(fake_bot_api, submitted)
+    assert texts[-1] is not None and texts[-1].startswith("✅ Done in ")
+    assert any(t and "Separating" in t for t in texts)
+
+    info = await result_of(pool, submitted.job_id)
+    assert info.success
+    outcome = JobOutcome.from_result(info.result)
+    assert outcome.tracks == ("drums", "vocals", "rest")
+    assert outcome.audio_seconds == pytest.approx(3.0, abs=0.05)
+    assert {"download_s", "separate_s", "encode_s", "upload_s", "total_s"} <= set(outcome.timings)
+
+
+async def test_vocals_alone_gives_vocals_and_no_vocals_as_one_album(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    await run_worker_burst(settings, separator)
+    audios = fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert [m.file_name for m in audios] == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
+    assert len(fake_bot_api.calls("sendMediaGroup")) == 1
+    assert not fake_bot_api.calls("sendAudio")
+
+
+async def test_undecodable_file_fails_once_with_the_formats(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+) -> None:
+    submitted = await submit(
+        fake_bot_api,
+        settings,
+        pool,
+        b"ID3 this is not audio at all" * 50,
+        ("vocals",),
+        send_as="document",
+    )
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (0, 1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "mp3" in final
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert not rating_messages(fake_bot_api, submitted.job.chat_id)
+    assert len(fake_bot_api.downloads()) == 1, "bad input is not retried"
+    info = await result_of(pool, submitted.job_id)
+    assert not info.success and isinstance(info.result, JobFailed)
+    assert info.result.reason == "invalid_audio" and "mp3" in info.result.user_message
+
+
+async def test_song_over_the_duration_limit_fails_naming_it(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(), redis_url=redis_url, max_duration_s=2
+    )
+    submitted = await submit(fake_bot_api, settings, pool, song, ("bass",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "2 s" in final
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    info = await result_of(pool, submitted.job_id)
+    assert isinstance(info.result, JobFailed) and info.result.reason == "too_long"
+
+
+async def test_file_over_telegrams_download_limit_fails_naming_it(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=25 * MB)
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    assert len(fake_bot_api.calls("getFile")) == 1
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "20 MB" in final
+    assert not fake_bot_api.downloads()
+
+
+async def test_transient_telegram_errors_are_retried_then_delivered_once(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    fake_bot_api.fail_next("getFile", status=429, retry_after=1)
+    fake_bot_api.fail_next("sendMediaGroup", status=502)
+    # The album is in by then: the retry must send the rating, not the album again.
+    fake_bot_api.fail_next("sendMessage", status=500, when=lambda params: "reply_markup" in params)
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "bass"))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 3)
+    chat = submitted.job.chat_id
+    assert [m.file_name for m in fake_bot_api.audio_messages(chat)] == [
+        "Test Song - bass.mp3",
+        "Test Song - vocals.mp3",
+        "Test Song - rest.mp3",
+    ]
+    assert len(rating_messages(fake_bot_api, chat)) == 1
+    assert (status_texts(fake_bot_api, submitted)[-1] or "").startswith("✅ Done")
+    getfile = fake_bot_api.calls("getFile")
+    assert getfile[1].at - getfile[0].at >= 0.9, "RetryAfter's wait is honoured"
+
+
+async def test_retries_exhausted_tell_the_user_to_try_later(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        job_max_tries=2,
+        retry_backoff_s=0.05,
+    )
+    fake_bot_api.fail_next("getFile", status=502, times=5)
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 1)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "try again" in final
+    info = await result_of(pool, submitted.job_id)
+    assert isinstance(info.result, JobFailed) and info.result.reason == "unavailable"
+
+
+async def test_progress_edits_are_throttled_per_chat(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+) -> None:
+    interval = 0.5
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        progress_edit_interval_s=interval,
+    )
+    # Long enough for many chunks (progress callbacks), and a fresh song: no cache hit.
+    long_song = make_song(tmp_path / "long.mp3", seconds=40.0, seed=7)
+    submitted = await submit(
+        fake_bot_api, settings, pool, long_song, ("drums", "bass", "vocals", "guitar")
+    )
+    await run_worker_burst(settings, separator)
+    edits = status_edits(fake_bot_api, submitted)
+    texts = [str(call.params["text"]) for call in edits]
+    progress = [t for t in texts if "Separating" in t]
+    assert len(progress) >= 2, texts
+    assert texts[-1].startswith("✅ Done")
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert min(gaps) >= interval * 0.9, f"edits closer than {interval}s: {gaps}"
+    assert all(a != b for a, b in itertools.pairwise(texts)), "an edit always changes the text"
+    percents = [int(t.rsplit(" ", 1)[-1].rstrip("%")) for t in progress]
+    assert percents == sorted(percents)
+    assert not [c for c in fake_bot_api.calls("editMessageText") if c.status == 429]
+
+
+@pytest.fixture
+async def worker_ctx(
+    settings: Settings, separator: EnsembleSeparator, pool: ArqRedis
+) -> AsyncIterator[dict[str, Any]]:
+    """arq's worker context after on_startup, to call the job function as arq does."""
+    options = worker_settings(settings, separator=separator)
+    ctx: dict[str, Any] = {"redis": pool}
+    await options["on_startup"](ctx)
+    yield ctx
+    await options["on_shutdown"](ctx)
+
+
+async def test_a_rerun_of_a_finished_job_delivers_nothing_new(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    worker_ctx: dict[str, Any],
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("piano", "guitar"))
+    # arq's own bookkeeping was lost (worker killed after the last send): it runs again.
+    job_ctx = await Job(submitted.job_id, pool).info()
+    assert job_ctx is not None
+    ctx = {
+        **worker_ctx,
+        "job_id": submitted.job_id,
+        "job_try": 1,
+        "enqueue_time": job_ctx.enqueue_time,
+    }
+    first = await separate_job(ctx, **submitted.job.to_kwargs())
+    chat = submitted.job.chat_id
+    audios = len(fake_bot_api.audio_messages(chat))
+    downloads = len(fake_bot_api.downloads())
+    calls = len(fake_bot_api.calls())
+    passes = worker_ctx[STATE_KEY].separator.model_passes
+
+    second = await separate_job({**ctx, "job_try": 2}, **submitted.job.to_kwargs())
+    assert second["tracks"] == first["tracks"] == ["guitar", "piano", "rest"]
+    assert second["audio_seconds"] == first["audio_seconds"]
+    assert len(fake_bot_api.audio_messages(chat)) == audios == 3
+    assert len(rating_messages(fake_bot_api, chat)) == 1
+    assert len(fake_bot_api.downloads()) == downloads, "nothing is downloaded again"
+    assert worker_ctx[STATE_KEY].separator.model_passes == passes, "no model pass again"
+    new_calls = [c.method for c in fake_bot_api.calls()[calls:]]
+    assert set(new_calls) <= {"editMessageText"}, new_calls
+    ledger = await pool.hgetall(ledger_key(submitted.job_id, job_ctx.enqueue_time))
+    assert b"album:guitar" in ledger and b"rating" in ledger and b"done" in ledger
