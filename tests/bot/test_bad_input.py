@@ -1,0 +1,133 @@
+"""Bad input gets a clear reply before any download, and the bot keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot import texts
+from bot.intake import MB
+from demix.settings import Settings
+from tests.bot.conftest import answer_to, picker_for, running_bot
+from tests.support.audio import make_song
+from tests.support.fake_bot_api import ChatMessage, FakeBotApi
+
+USER = 401
+PDF = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+async def refusal_for(api: FakeBotApi, sent: ChatMessage) -> str:
+    reply = await answer_to(api, sent.chat_id, sent)
+    assert not reply.has_keyboard, "a refused file must not get a picker"
+    return reply.content
+
+
+@pytest.mark.parametrize(
+    ("send", "expected"),
+    [
+        (lambda api, song: api.send_document(USER, PDF, "score.pdf"), texts.NOT_AUDIO),
+        (lambda api, song: api.send_document(USER, b"lyrics", "lyrics.txt"), texts.NOT_AUDIO),
+        (lambda api, song: api.send_photo(USER, PNG), texts.NOT_AUDIO),
+        (lambda api, song: api.send_video(USER, b"\x00" * 100, "clip.mp4"), texts.VIDEO_REFUSED),
+        (lambda api, song: api.send_document(USER, b"", "empty.mp3"), texts.EMPTY_FILE),
+        (lambda api, song: api.send_audio(USER, b"", "empty.mp3"), texts.EMPTY_FILE),
+    ],
+    ids=["pdf", "text", "photo", "video", "empty-document", "empty-audio"],
+)
+async def test_plainly_not_audio_or_empty_is_refused_at_once(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    send: Callable[[FakeBotApi, Path], ChatMessage],
+    expected: str,
+) -> None:
+    async with running_bot(bot_settings()) as bot:
+        reply = await refusal_for(fake_bot_api, send(fake_bot_api, song))
+        assert reply == expected
+        if expected != texts.VIDEO_REFUSED:
+            assert "mp3" in reply
+        assert fake_bot_api.downloads() == []
+        assert (await bot.services.db.stats()).requests == 0
+
+
+async def test_file_over_the_size_limit_is_refused_before_download_naming_the_limit(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    async with running_bot(bot_settings(max_file_mb=5)) as bot:
+        big = fake_bot_api.send_audio(USER, song, declared_size=5 * MB + 1)
+        assert await refusal_for(fake_bot_api, big) == texts.too_big(5)
+        assert "5 MB" in texts.too_big(5)
+        # Exactly at the limit is fine.
+        ok = fake_bot_api.send_document(USER, song, declared_size=5 * MB)
+        await picker_for(fake_bot_api, USER, ok)
+        assert fake_bot_api.downloads() == []
+        assert (await bot.services.db.stats()).requests == 1
+
+
+async def test_telegrams_20_mb_download_limit_caps_a_higher_setting(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    async with running_bot(bot_settings(max_file_mb=50)):
+        sent = fake_bot_api.send_audio(USER, song, declared_size=30 * MB)
+        assert await refusal_for(fake_bot_api, sent) == texts.too_big(20)
+
+
+async def test_local_bot_api_server_lifts_the_20_mb_cap(
+    make_settings: Callable[..., Settings], redis_url: str, song: Path
+) -> None:
+    with FakeBotApi(local_mode=True) as api:
+        settings = make_settings(**api.settings_overrides(), redis_url=redis_url, max_file_mb=50)
+        async with running_bot(settings):
+            await picker_for(api, USER, api.send_audio(USER, song, declared_size=30 * MB))
+            sent = api.send_audio(USER, song, declared_size=51 * MB)
+            assert await refusal_for(api, sent) == texts.too_big(50)
+
+
+async def test_song_over_the_duration_limit_is_refused_naming_the_limit(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    async with running_bot(bot_settings(max_duration_s=600)):
+        sent = fake_bot_api.send_audio(USER, song, duration=601)
+        reply = await refusal_for(fake_bot_api, sent)
+        assert reply == texts.too_long(600) and "10 min" in reply
+        await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song, duration=600))
+
+
+async def test_voice_message_is_offered_the_picker(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, tmp_path: Path
+) -> None:
+    voice = make_song(tmp_path / "voice.ogg", seconds=1.0, channels=1, samplerate=48000)
+    async with running_bot(bot_settings(max_duration_s=60)) as bot:
+        picker = await picker_for(fake_bot_api, USER, fake_bot_api.send_voice(USER, voice, 1))
+        assert "voice message" in picker.content
+        request = await bot.services.db.get_request(1)
+        assert request is not None and request.kind == "voice"
+        long_voice = fake_bot_api.send_voice(USER, voice, duration=61)
+        assert await refusal_for(fake_bot_api, long_voice) == texts.too_long(60)
+
+
+async def test_unsafe_file_names_are_sanitised(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    async with running_bot(bot_settings()) as bot:
+        sent = fake_bot_api.send_document(
+            USER, song, '../../etc/<evil>:"name"|\x07 song.mp3', mime_type="audio/mpeg"
+        )
+        picker = await picker_for(fake_bot_api, USER, sent)
+        request = await bot.services.db.get_request(1)
+        assert request is not None
+        assert request.song_name == "evil name song"
+        assert request.song_name in picker.content
+
+
+async def test_bot_keeps_serving_after_bad_input(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    async with running_bot(bot_settings()):
+        await refusal_for(fake_bot_api, fake_bot_api.send_document(USER, PDF, "a.pdf"))
+        text = fake_bot_api.send_text(USER, "hello?")
+        assert (await answer_to(fake_bot_api, USER, text)).content == texts.SEND_A_SONG
+        await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
