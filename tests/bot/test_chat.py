@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from bot import callback_data as cd
@@ -251,3 +253,58 @@ async def test_stats_command_is_for_admins_only(
         granted = await answer_to(fake_bot_api, USER, fake_bot_api.send_text(USER, "/stats"))
         assert "Requests: 1 from 1 users" in granted.content
         assert "Feedback" in granted.content
+
+
+async def test_status_message_follows_the_queue_position(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+) -> None:
+    async with running_bot(bot_settings()) as bot:
+        for user in (USER, OTHER):
+            picker = await picker_for(fake_bot_api, user, fake_bot_api.send_audio(user, song))
+            await press(fake_bot_api, user, picker, picker.button("vocals").callback_data or "")
+            await press(fake_bot_api, user, picker, picker.button("Separate").callback_data)
+        status = fake_bot_api.last_message(OTHER, containing="Queued")
+        assert status is not None and status.content == texts.queued(2)
+
+        # A worker picks the first job up (arq's in-progress mark, as any worker sets it).
+        first = separation_job_id(1, ["vocals"])
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.set(f"arq:in-progress:{first}", b"1", px=60_000)
+        finally:
+            client.close()
+        await async_wait_until(
+            lambda: (
+                (m := fake_bot_api.message(OTHER, status.message_id))
+                and m.content == texts.queued(1)
+            ),
+            what="the second job's status to move up",
+        )
+        job = await async_wait_until(
+            lambda: _running(bot.services.db.get_job(first)), what="the first job to run"
+        )
+        assert job.started_at is not None and job.queue_position is None
+
+
+async def _running(job: object) -> object:
+    record = await job  # type: ignore[misc]
+    return record if record is not None and record.status == "running" else None
+
+
+async def test_a_failing_telegram_call_is_logged_and_the_bot_keeps_serving(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with running_bot(bot_settings()):
+        fake_bot_api.fail_next("sendMessage", status=400, description="Bad Request: boom")
+        fake_bot_api.send_text(USER, "/help")
+        record = await async_wait_until(
+            lambda: next(
+                (r for r in caplog.records if r.getMessage().startswith("handler error")), None
+            )
+        )
+        assert record.levelno == logging.ERROR and record.exc_info is not None
+        assert "boom" in record.getMessage().lower()
+        await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
