@@ -320,3 +320,42 @@ async def test_job_lost_from_redis_is_reported_and_can_be_started_again(
         assert not answer.show_alert
         job = await bot.services.db.get_job(separation_job_id(1, ["piano"]))
         assert job is not None and job.status == "queued"
+
+
+async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    shared_separator: Any,
+) -> None:
+    settings = bot_settings()
+    job_id = separation_job_id(1, ["vocals"])
+    async with running_bot(settings) as bot:
+        sent = fake_bot_api.send_audio(USER, song)
+        # The first worker is stopped (a redeploy) while it waits for the download.
+        fake_bot_api.set_latency("getFile", 3.0)
+        async with running_worker(settings, shared_separator):
+            await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
+            await async_wait_until(
+                lambda: any(
+                    "Downloading" in str(call.params.get("text"))
+                    for call in fake_bot_api.calls("editMessageText")
+                ),
+                timeout=JOB_TIMEOUT_S,
+                what="the first worker to start the job",
+            )
+        assert fake_bot_api.audio_messages(USER) == []
+        fake_bot_api.set_latency("getFile", 0)
+        async with running_worker(settings, shared_separator):
+            job = await async_wait_until(
+                lambda: _finished(bot.services.db.get_job(job_id)), timeout=JOB_TIMEOUT_S
+            )
+        assert job.status == "done"
+        tracks = fake_bot_api.audio_messages(USER)
+        assert [t.file_name for t in tracks] == [
+            "Test Song - vocals.mp3",
+            "Test Song - no_vocals.mp3",
+        ]
+        ratings = [m for m in fake_bot_api.chat_messages(USER) if texts.RATING_PROMPT in m.content]
+        assert len(ratings) == 1
+        assert len(fake_bot_api.calls("getFile")) >= 2  # the job really ran twice
