@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 
+from telegram import BotCommand
+from telegram.error import TelegramError
 from telegram.ext import Application
 
 from bot.outcomes import JobWatcher
@@ -18,6 +20,11 @@ from demix.settings import Settings
 from storage import Database
 
 logger = logging.getLogger(__name__)
+
+COMMANDS = (
+    BotCommand("start", "what this bot does"),
+    BotCommand("help", "what to send, what comes back, the limits"),
+)
 
 
 class BotServices:
@@ -40,6 +47,11 @@ class BotServices:
     async def start(self, application: Application) -> None:
         """post_init: open the database and start watching the jobs in flight."""
         self._db = await Database.open(self.settings.db_path)
+        try:
+            await application.bot.set_my_commands(COMMANDS)
+        except TelegramError as exc:
+            # A cosmetic menu; the bot serves without it.
+            logger.warning("could not set the command menu: %s", exc)
         self.watcher = JobWatcher(self._db, self.queue, application.bot, self.watch_interval_s)
         in_flight = len(await self._db.jobs_in_flight())
         self._watch_task = asyncio.create_task(self.watcher.run(), name="demix-job-watcher")
