@@ -238,16 +238,22 @@ class Supervisor:
                 return child
         return None
 
-    def stop(self, child: Child, grace_s: float, hurry: Callable[[], bool]) -> None:
-        """SIGTERM the child's process group, wait up to ``grace_s``, then SIGKILL it."""
+    def stop(self, child: Child, grace_s: float, hurry: Callable[[], bool]) -> bool:
+        """SIGTERM the child's process group, wait up to ``grace_s``, then SIGKILL it.
+
+        Returns True when the child exited by itself with code 0.
+        """
         child.expected_exit = True
-        if child.running():
+        killed = False
+        was_running = child.running()
+        if was_running:
             logger.info("stopping %s", child.name, extra={"child": child.name, "pid": child.pid})
             _signal_group(child, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while child.running() and time.monotonic() < deadline and not hurry():
                 self.pump(_POLL_S)
-            if child.running():
+            killed = child.running()
+            if killed:
                 logger.warning(
                     "%s did not stop in %.0f s; killing it",
                     child.name,
@@ -256,8 +262,11 @@ class Supervisor:
                 )
         # Also reaps whatever the child left in its group (e.g. an ffmpeg of the worker).
         _signal_group(child, signal.SIGKILL)
-        child.process.wait()
+        code = child.process.wait()
         self.drain(child)
+        if was_running and code != 0 and not killed:
+            logger.warning("%s stopped with code %s", child.name, code, extra={"child": child.name})
+        return code == 0 and not killed
 
     def drain(self, child: Child) -> None:
         """Forward the rest of an exited child's output."""
@@ -350,13 +359,16 @@ def _run(settings: Settings, supervisor: Supervisor, stop: _StopRequest) -> int:
             crashed.process.returncode,
             extra={"child": crashed.name, "exit_code": crashed.process.returncode},
         )
-    else:
-        logger.info("%s received; stopping worker, bot, redis", stop.signal_name)
-
     order = {"worker": 0, "bot": 1, "redis": 2}
-    for child in sorted(supervisor.children, key=lambda c: order.get(c.name, 0)):
-        supervisor.stop(child, GRACE_S.get(child.name, 10.0), stop.hurry)
+    children = sorted(supervisor.children, key=lambda c: order.get(c.name, 0))
+    if crashed is None:
+        names = ", ".join(c.name for c in children)
+        logger.info("%s received; stopping %s", stop.signal_name, names)
+    clean = [supervisor.stop(c, GRACE_S.get(c.name, 10.0), stop.hurry) for c in children]
     if crashed is not None:
+        return 1
+    if not all(clean):
+        logger.error("stopped, not cleanly: see the lines above")
         return 1
     logger.info("stopped")
     return 0
