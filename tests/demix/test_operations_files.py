@@ -13,7 +13,7 @@ from demix.settings import Settings
 from demix.up import settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIABLES = sorted(settings_env(Settings(_env_file=None)))  # type: ignore[call-arg]
+VARIABLES = sorted(settings_env(Settings(_env_file=None)))
 
 
 @pytest.fixture
@@ -28,8 +28,8 @@ def test_env_example_lists_every_setting_with_its_default(bare_environment: None
     listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
     assert listed == set(VARIABLES)
 
-    from_file = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    from_file = Settings(_env_file=ROOT / ".env.example")
+    defaults = Settings(_env_file=None)
     assert from_file.model_dump(exclude={"telegram_bot_token"}) == defaults.model_dump(
         exclude={"telegram_bot_token"}
     )

@@ -173,14 +173,16 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
 
     sent = fake_bot_api.send_audio(USER, song)
     picker = wait_until(lambda: _picker(fake_bot_api, sent), timeout=60, what="the picker")
+    assert picker is not None
     _press(fake_bot_api, picker, "vocals")
     _press(fake_bot_api, picker, "Separate")
-    tracks = wait_until(
-        lambda: (lambda a: a if len(a) >= 2 else None)(fake_bot_api.audio_messages(USER)),
+    wait_until(
+        lambda: len(fake_bot_api.audio_messages(USER)) >= 2,
         timeout=START_TIMEOUT_S,
         interval=0.2,
         what="the separated tracks",
     )
+    tracks = fake_bot_api.audio_messages(USER)
     assert sorted(t.file_name or "" for t in tracks) == [
         "Test Song - no_vocals.mp3",
         "Test Song - vocals.mp3",
@@ -193,6 +195,7 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
         timeout=30,
         what="the rating buttons",
     )
+    assert rating is not None
     _press(fake_bot_api, rating, "👍")
 
     # Output of every child is forwarded with its name; job lines carry job and user ids.
@@ -305,7 +308,7 @@ def test_children_get_exactly_the_settings_up_was_given(
     for key, value in settings_env(settings).items():
         if value is not None:
             monkeypatch.setenv(key, value)
-    rebuilt = Settings(_env_file=None)  # type: ignore[call-arg]
+    rebuilt = Settings(_env_file=None)
     assert rebuilt == settings
 
 
