@@ -49,18 +49,24 @@ class Handlers:
         application.add_handler(CallbackQueryHandler(self.button))
         application.add_handler(
             MessageHandler(
-                filters.AUDIO
-                | filters.VOICE
-                | filters.Document.ALL
-                | filters.VIDEO
-                | filters.VIDEO_NOTE
-                | filters.ANIMATION
-                | filters.PHOTO
-                | filters.Sticker.ALL,
+                (
+                    filters.AUDIO
+                    | filters.VOICE
+                    | filters.Document.ALL
+                    | filters.VIDEO
+                    | filters.VIDEO_NOTE
+                    | filters.ANIMATION
+                    | filters.PHOTO
+                    | filters.Sticker.ALL
+                )
+                # An edited caption is not a new song.
+                & filters.UpdateType.MESSAGE,
                 self.song,
             )
         )
-        application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.text))
+        application.add_handler(
+            MessageHandler(filters.TEXT & ~filters.COMMAND & filters.UpdateType.MESSAGE, self.text)
+        )
         application.add_error_handler(self.error)
 
     # Commands
@@ -96,21 +102,22 @@ class Handlers:
         upload = upload_of(message)
         if upload is None:
             return
-        if isinstance(upload, str):
-            await message.reply_text(upload, do_quote=True)
-            return
-        reason = refusal(
-            upload,
-            max_file_mb=self.settings.max_file_mb,
-            local_mode=self.settings.telegram_local_mode,
-            max_duration_s=self.settings.max_duration_s,
-        )
-        if reason is not None:
-            logger.info(
-                "upload refused: %s",
-                reason,
-                extra={"user_id": user.id, "kind": upload.kind, "size": upload.file_size},
+        reason = (
+            upload
+            if isinstance(upload, str)
+            else refusal(
+                upload,
+                max_file_mb=self.settings.max_file_mb,
+                local_mode=self.settings.telegram_local_mode,
+                max_duration_s=self.settings.max_duration_s,
             )
+        )
+        if reason in (texts.NOT_AUDIO, texts.VIDEO_REFUSED) and message.chat.type != "private":
+            # In a group, photos, videos and PDFs are people talking to each other.
+            return
+        if isinstance(upload, str) or reason is not None:
+            assert reason is not None
+            logger.info("upload refused: %s", reason, extra={"user_id": user.id})
             await message.reply_text(reason, do_quote=True)
             return
         request = await self.services.db.add_request(_new_request(message, user.id, upload))

@@ -74,7 +74,7 @@ NOTHING_PICKED = "Pick at least one stem first, then press Separate."
 ALREADY_QUEUED = "Already on it: this selection is queued or being separated."
 ALREADY_DELIVERED = "This selection was already separated: the tracks are above."
 RECENTLY_FAILED = (
-    "This selection failed a moment ago. Pick other stems, or send the song again later."
+    "This selection failed (see the status message). To try it again, send the song again."
 )
 VOTE_THANKS = {"up": "Thanks! Glad it worked 👍", "down": "Thanks for telling me 👎"}
 VOTE_CHANGED = "Vote changed, thanks!"

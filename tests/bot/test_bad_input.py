@@ -131,3 +131,18 @@ async def test_bot_keeps_serving_after_bad_input(
         text = fake_bot_api.send_text(USER, "hello?")
         assert (await answer_to(fake_bot_api, USER, text)).content == texts.SEND_A_SONG
         await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
+
+
+async def test_in_a_group_non_audio_is_left_alone_but_limits_are_still_explained(
+    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    group = -100777
+    async with running_bot(bot_settings(max_file_mb=5)):
+        fake_bot_api.send_photo(USER, PNG, chat_id=group, chat_type="supergroup")
+        fake_bot_api.send_document(USER, PDF, "minutes.pdf", chat_id=group, chat_type="supergroup")
+        big = fake_bot_api.send_audio(
+            USER, song, declared_size=6 * MB, chat_id=group, chat_type="supergroup"
+        )
+        assert await refusal_for(fake_bot_api, big) == texts.too_big(5)
+        # The refusal is the bot's only message: the photo and the PDF got none.
+        assert len(fake_bot_api.chat_messages(group)) == 1
