@@ -24,7 +24,7 @@ from telegram.ext import (
 
 from bot import callback_data as cd
 from bot import texts
-from bot.intake import Upload, refusal, size_limit_mb, upload_of
+from bot.intake import Upload, inspect_upload, size_limit_mb
 from bot.jobs import SeparationJob, separation_job_id
 from bot.keyboards import picker_keyboard, rating_keyboard
 from bot.queue import QueueUnavailable
@@ -99,27 +99,22 @@ class Handlers:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None:
             return
-        upload = upload_of(message)
-        if upload is None:
-            return
-        reason = (
-            upload
-            if isinstance(upload, str)
-            else refusal(
-                upload,
-                max_file_mb=self.settings.max_file_mb,
-                local_mode=self.settings.telegram_local_mode,
-                max_duration_s=self.settings.max_duration_s,
-            )
+        verdict = inspect_upload(
+            message,
+            max_file_mb=self.settings.max_file_mb,
+            local_mode=self.settings.telegram_local_mode,
+            max_duration_s=self.settings.max_duration_s,
         )
-        if reason in (texts.NOT_AUDIO, texts.VIDEO_REFUSED) and message.chat.type != "private":
-            # In a group, photos, videos and PDFs are people talking to each other.
+        if verdict is None:
             return
-        if isinstance(upload, str) or reason is not None:
-            assert reason is not None
-            logger.info("upload refused: %s", reason, extra={"user_id": user.id})
-            await message.reply_text(reason, do_quote=True)
+        if isinstance(verdict, str):
+            if verdict in (texts.NOT_AUDIO, texts.VIDEO_REFUSED) and message.chat.type != "private":
+                # In a group, photos, videos and PDFs are people talking to each other.
+                return
+            logger.info("upload refused: %s", verdict, extra={"user_id": user.id})
+            await message.reply_text(verdict, do_quote=True)
             return
+        upload = verdict
         request = await self.services.db.add_request(_new_request(message, user.id, upload))
         picker = await message.reply_text(
             texts.picker_text(request.song_name, ()),

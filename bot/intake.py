@@ -148,3 +148,16 @@ def refusal(
     if upload.duration_s is not None and upload.duration_s > max_duration_s:
         return texts.too_long(max_duration_s)
     return None
+
+
+def inspect_upload(
+    message: Message, *, max_file_mb: int, local_mode: bool, max_duration_s: int
+) -> Upload | str | None:
+    """The acceptable song in ``message``, the reason to refuse it, or ``None`` if no file."""
+    upload = upload_of(message)
+    if upload is None or isinstance(upload, str):
+        return upload
+    reason = refusal(
+        upload, max_file_mb=max_file_mb, local_mode=local_mode, max_duration_s=max_duration_s
+    )
+    return upload if reason is None else reason
