@@ -80,7 +80,7 @@ MB = 1024 * 1024
 # Time left after a job's own deadline for the failure status edit, before arq's timeout.
 FINISH_MARGIN_S = 10.0
 # How long a cancelled job waits for the separation thread to stop at its next chunk.
-CANCEL_GRACE_S = 30.0
+CANCEL_GRACE_S = 5.0
 
 
 @dataclass

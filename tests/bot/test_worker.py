@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +18,20 @@ import numpy as np
 import pytest
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
-from arq.jobs import Job, JobResult
+from arq.jobs import Job, JobResult, JobStatus
 from arq.worker import Worker
 from telegram import Bot
 
+from bot import texts
 from bot.delivery import ledger_key
 from bot.jobs import SEPARATE_JOB, JobFailed, JobOutcome, SeparationJob, separation_job_id
+from bot.progress import EditThrottle, StatusMessage
 from bot.worker import STATE_KEY, separate_job, worker_settings
 from demix.settings import Settings
 from separation import EnsembleSeparator, SeparatorConfig
 from tests.support.audio import decode, make_song
-from tests.support.fake_bot_api import MB, ApiCall, ChatMessage, FakeBotApi
+from tests.support.fake_bot_api import MB, NOT_MODIFIED, ApiCall, ChatMessage, FakeBotApi
+from tests.support.waiting import async_wait_until
 
 USER = 501
 _request_ids = itertools.count(1000)
@@ -332,7 +339,61 @@ async def test_retries_exhausted_tell_the_user_to_try_later(
     assert isinstance(info.result, JobFailed) and info.result.reason == "unavailable"
 
 
-async def test_progress_edits_are_throttled_per_chat(
+async def test_status_edits_are_spaced_and_only_sent_when_the_text_changes(
+    fake_bot_api: FakeBotApi, settings: Settings, pool: ArqRedis, song: Path
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    interval = 0.3
+    throttle = EditThrottle(interval)
+    async with Bot(settings.require_token(), base_url=settings.telegram_api_base_url) as bot:
+        status = StatusMessage(
+            bot, submitted.job.chat_id, submitted.job.status_message_id, throttle
+        )
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.0
+        step = 0
+        while loop.time() < end:  # a progress callback far faster than Telegram allows
+            await status.update(texts.worker_separating(step / 1000))
+            await status.update(texts.worker_separating(step / 1000))  # same text again
+            step += 1
+            await asyncio.sleep(0.005)
+        assert await status.show("✅ Done in 1 s: 2 tracks sent.")
+        assert not await status.show("✅ Done in 1 s: 2 tracks sent."), "unchanged: no edit"
+    edits = status_edits(fake_bot_api, submitted)
+    assert step > 50
+    # One edit per interval over the second of updates (+1 for the first), then the final.
+    assert 2 <= len(edits) <= 1.0 / interval + 2
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert min(gaps) >= interval * 0.9, gaps
+    assert edits[-1].params["text"].startswith("✅ Done")
+    assert all(call.ok for call in fake_bot_api.calls("editMessageText"))
+
+
+async def test_status_edits_survive_telegram_refusals(
+    fake_bot_api: FakeBotApi, settings: Settings, pool: ArqRedis, song: Path
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    throttle = EditThrottle(0.05)
+    chat = submitted.job.chat_id
+    async with Bot(settings.require_token(), base_url=settings.telegram_api_base_url) as bot:
+        status = StatusMessage(bot, chat, submitted.job.status_message_id, throttle)
+        fake_bot_api.fail_next("editMessageText", status=429, retry_after=1)
+        assert not await status.update("🎛 Separating… 10%")
+        assert throttle.wait_s(chat) > 0.5, "RetryAfter holds further edits back"
+        assert not await status.update("🎛 Separating… 20%"), "dropped while held back"
+        assert await status.show("🎛 Separating… 30%"), "a stage text waits its turn"
+        # Telegram says "not modified" when the text is already there: not an error.
+        throttle = status.throttle = EditThrottle(0.0)
+        status.text = None
+        assert await status.show("🎛 Separating… 30%")
+        gone = StatusMessage(bot, chat, 999_999, throttle)
+        assert not await gone.show("✅ Done"), "a deleted status message does not raise"
+    texts_now = status_texts(fake_bot_api, submitted)
+    assert texts_now[-1] == "🎛 Separating… 30%"
+    assert any(NOT_MODIFIED[:30] in (c.description or "") for c in fake_bot_api.calls())
+
+
+async def test_progress_is_shown_while_a_job_separates(
     fake_bot_api: FakeBotApi,
     make_settings: Callable[..., Settings],
     redis_url: str,
@@ -340,29 +401,25 @@ async def test_progress_edits_are_throttled_per_chat(
     separator: EnsembleSeparator,
     tmp_path: Path,
 ) -> None:
-    interval = 0.5
+    interval = 0.3
     settings = make_settings(
         **fake_bot_api.settings_overrides(),
         redis_url=redis_url,
         progress_edit_interval_s=interval,
     )
-    # Long enough for many chunks (progress callbacks), and a fresh song: no cache hit.
-    long_song = make_song(tmp_path / "long.mp3", seconds=40.0, seed=7)
-    submitted = await submit(
-        fake_bot_api, settings, pool, long_song, ("drums", "bass", "vocals", "guitar")
-    )
+    # Several chunks (progress callbacks), and a fresh song: no cache hit.
+    long_song = make_song(tmp_path / "long.mp3", seconds=14.0, seed=7)
+    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
     await run_worker_burst(settings, separator)
     edits = status_edits(fake_bot_api, submitted)
-    texts = [str(call.params["text"]) for call in edits]
-    progress = [t for t in texts if "Separating" in t]
-    assert len(progress) >= 2, texts
-    assert texts[-1].startswith("✅ Done")
+    shown = [str(call.params["text"]) for call in edits]
+    assert shown[0] == texts.WORKER_DOWNLOADING
+    assert any("Separating" in t for t in shown), shown
+    assert shown[-2:] == [texts.WORKER_UPLOADING, shown[-1]] and shown[-1].startswith("✅")
     gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
     assert min(gaps) >= interval * 0.9, f"edits closer than {interval}s: {gaps}"
-    assert all(a != b for a, b in itertools.pairwise(texts)), "an edit always changes the text"
-    percents = [int(t.rsplit(" ", 1)[-1].rstrip("%")) for t in progress]
+    percents = [int(t.rsplit(" ", 1)[-1].rstrip("%")) for t in shown if "Separating" in t]
     assert percents == sorted(percents)
-    assert not [c for c in fake_bot_api.calls("editMessageText") if c.status == 429]
 
 
 @pytest.fixture
@@ -410,5 +467,107 @@ async def test_a_rerun_of_a_finished_job_delivers_nothing_new(
     assert worker_ctx[STATE_KEY].separator.model_passes == passes, "no model pass again"
     new_calls = [c.method for c in fake_bot_api.calls()[calls:]]
     assert set(new_calls) <= {"editMessageText"}, new_calls
-    ledger = await pool.hgetall(ledger_key(submitted.job_id, job_ctx.enqueue_time))
+    ledger = await pool.hgetall(ledger_key(submitted.job_id, job_ctx.enqueue_time))  # type: ignore[misc]
     assert b"album:guitar" in ledger and b"rating" in ledger and b"done" in ledger
+
+
+def _worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **api.environment(),
+        "REDIS_URL": redis_url,
+        "DEMIX_MODEL_REPO": str(model_repo),
+        "DEMIX_DEVICE": "cpu",
+        "DEMIX_DATA_DIR": str(root / "data"),
+        "DEMIX_CACHE_DIR": str(root / "cache"),
+        "DEMIX_DB_PATH": str(root / "unused.sqlite3"),
+        # Small budgets: arq hands a killed worker's job to another worker only when the
+        # in-progress lease (its function timeout + 10 s) has run out.
+        "DEMIX_JOB_TIMEOUT_BASE_S": "20",
+        "DEMIX_JOB_TIMEOUT_PER_AUDIO_S": "1",
+        "DEMIX_MAX_DURATION_S": "4",
+        "DEMIX_RETRY_BACKOFF_S": "0.1",
+        "DEMIX_LOG_LEVEL": "DEBUG",
+    }
+
+
+def _start_worker(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "demix", "worker"],
+            env=env,
+            cwd=cwd,  # no stray .env file from the checkout
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    redis_url: str,
+    model_repo: Path,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    chat = submitted.job.chat_id
+    # Slow edits keep the job open after the rating is sent: the kill lands before arq
+    # records completion, so arq runs the job again on the next worker.
+    fake_bot_api.set_latency("editMessageText", 0.5)
+    env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    first = _start_worker(env, tmp_path, logs[0])
+    second: subprocess.Popen[bytes] | None = None
+    try:
+
+        async def ledger_has_rating() -> bool:
+            for key in await pool.keys("demix:delivery:*"):
+                if await pool.hexists(key, "rating"):  # type: ignore[misc]
+                    return True
+            return False
+
+        await async_wait_until(
+            ledger_has_rating,  # type: ignore[arg-type]
+            timeout=120,
+            what="album and rating sent",
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert len(fake_bot_api.audio_messages(chat)) == 2
+        assert await Job(submitted.job_id, pool).status() == JobStatus.in_progress
+
+        fake_bot_api.set_latency("editMessageText", 0)
+        second = _start_worker(env, tmp_path, logs[1])
+
+        async def job_complete() -> bool:
+            return await Job(submitted.job_id, pool).status() == JobStatus.complete
+
+        await async_wait_until(
+            job_complete,  # type: ignore[arg-type]
+            timeout=120,
+            what="the re-run to complete",
+        )
+        info = await result_of(pool, submitted.job_id)
+        assert info.success and info.job_try == 2
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+    names = [m.file_name for m in fake_bot_api.audio_messages(chat)]
+    assert names == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
+    assert len(fake_bot_api.calls("sendMediaGroup")) == 1
+    assert len(rating_messages(fake_bot_api, chat)) == 1
+    assert (status_texts(fake_bot_api, submitted)[-1] or "").startswith("✅ Done")
+    rerun_log = logs[1].read_text()
+    assert "already delivered by an earlier run" in rerun_log
+    for log in logs:
+        text = log.read_text()
+        assert "job started" in text
+        assert fake_bot_api.token not in text and fake_bot_api.token.split(":")[1] not in text

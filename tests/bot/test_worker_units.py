@@ -69,10 +69,10 @@ def test_done_text_names_the_time_taken() -> None:
 
 
 def test_transient_errors_and_backoff(make_settings: Callable[..., Settings]) -> None:
-    for exc in (RetryAfter(3), TimedOut(), NetworkError("Bad Gateway"), RedisConnectionError()):
-        assert is_transient(exc), exc
-    for exc in (BadRequest("Bad Request: chat not found"), Forbidden("blocked"), ValueError()):
-        assert not is_transient(exc), exc
+    transient = (RetryAfter(3), TimedOut(), NetworkError("Bad Gateway"), RedisConnectionError())
+    permanent = (BadRequest("Bad Request: chat not found"), Forbidden("blocked"), ValueError())
+    assert all(is_transient(exc) for exc in transient)
+    assert not any(is_transient(exc) for exc in permanent)
     settings = make_settings(retry_backoff_s=2.0, retry_backoff_max_s=10.0)
     assert [retry_delay_s(settings, n) for n in (1, 2, 3, 4, 5)] == [2.0, 4.0, 8.0, 10.0, 10.0]
     assert retry_delay_s(settings, 1, at_least=30.0) == 30.0
