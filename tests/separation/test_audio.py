@@ -1,0 +1,247 @@
+"""Decoding any rate, channel count and format; refusing what is not audio; mp3 encoding."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from separation import (
+    SAMPLERATE,
+    InvalidAudioError,
+    decode_audio,
+    encode_tracks,
+    probe_audio,
+    safe_song_name,
+    track_file_name,
+)
+from tests.support.audio import decode, make_song, music_like, write_audio
+
+# Encoders may round the length to their frame size; gapless decoding keeps this small.
+LENGTH_TOLERANCE = 0.03 * SAMPLERATE
+
+
+@pytest.mark.parametrize(
+    ("suffix", "samplerate", "channels"),
+    [
+        (".mp3", 44100, 2),
+        (".mp3", 8000, 1),
+        (".mp3", 22050, 2),
+        (".mp3", 48000, 2),
+        (".wav", 96000, 2),
+        (".wav", 8000, 1),
+        (".flac", 48000, 2),
+        (".ogg", 48000, 2),
+        (".m4a", 44100, 2),
+        (".flac", 44100, 6),
+    ],
+)
+def test_decodes_any_rate_and_channel_count_to_44k1_stereo(
+    tmp_path: Path, suffix: str, samplerate: int, channels: int
+) -> None:
+    seconds = 2.0
+    path = make_song(tmp_path / f"in{suffix}", seconds, samplerate, channels)
+    audio = decode_audio(path)
+    assert audio.samples.dtype == np.float32
+    assert audio.samples.shape[0] == 2
+    assert abs(audio.samples.shape[1] - seconds * SAMPLERATE) <= LENGTH_TOLERANCE
+    assert abs(audio.duration_s - seconds) <= 0.03
+    assert audio.info.samplerate == samplerate
+    assert audio.info.channels == channels
+    # Not silence: the tones survived resampling and downmixing.
+    assert np.sqrt(np.mean(audio.samples**2)) > 0.05
+
+
+def test_mono_is_duplicated_exactly(tmp_path: Path) -> None:
+    path = make_song(tmp_path / "mono.wav", 1.0, 8000, 1)
+    samples = decode_audio(path).samples
+    np.testing.assert_array_equal(samples[0], samples[1])
+
+
+def test_stereo_channels_stay_apart(tmp_path: Path) -> None:
+    left_only = np.zeros((2, 44100), np.float32)
+    left_only[0] = music_like(1.0, channels=1)[0]
+    path = write_audio(tmp_path / "left.wav", left_only, 44100)
+    samples = decode_audio(path).samples
+    assert np.abs(samples[1]).max() == 0.0
+    np.testing.assert_allclose(samples[0], left_only[0], atol=1e-4)
+
+
+def test_wav_at_44k1_decodes_sample_exact(tmp_path: Path) -> None:
+    original = music_like(1.5)
+    path = write_audio(tmp_path / "exact.wav", original, 44100)
+    samples = decode_audio(path).samples
+    assert samples.shape == original.shape
+    np.testing.assert_allclose(samples, original, atol=1 / 32768 + 1e-6)
+
+
+def test_tags_are_read(song: Path) -> None:
+    info = probe_audio(song)
+    assert (info.title, info.artist, info.codec) == ("Test Song", "Test Artist", "mp3")
+    assert info.duration_s == pytest.approx(3.0, abs=0.06)
+
+
+def test_real_music_excerpt_decodes(testdata: Path, tmp_path: Path) -> None:
+    stem_file = testdata / "musdb7" / "Music Delta - 80s Rock.stem.mp4"
+    audio = decode_audio(stem_file)
+    assert 5.0 < audio.duration_s < 9.0
+    # Re-encoded to mp3 as a user would send it, it decodes to the same length.
+    mp3 = tmp_path / "80s Rock.mp3"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(stem_file), "-map", "0:0"]
+        + ["-c:a", "libmp3lame", "-b:a", "192k", str(mp3)],
+        check=True,
+    )
+    again = decode_audio(mp3)
+    assert abs(again.samples.shape[1] - audio.samples.shape[1]) <= LENGTH_TOLERANCE
+
+
+def test_very_short_audio_and_silence_decode(tmp_path: Path) -> None:
+    short = decode_audio(make_song(tmp_path / "short.wav", 0.2))
+    assert short.samples.shape == (2, round(0.2 * SAMPLERATE))
+    silent = write_audio(tmp_path / "silent.flac", np.zeros((2, 44100), np.float32), 44100)
+    assert np.abs(decode_audio(silent).samples).max() == 0.0
+
+
+def _png(path: Path) -> Path:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=red:s=32x32"]
+        + ["-frames:v", "1", str(path)],
+        check=True,
+    )
+    return path
+
+
+def _truncated(song: Path, path: Path, keep: float) -> Path:
+    raw = song.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    return path
+
+
+BAD_INPUTS = {
+    "text renamed .mp3": lambda d, song: _write(d / "text.mp3", b"hello, this is no song\n" * 50),
+    "zero bytes": lambda d, song: _write(d / "empty.mp3", b""),
+    "random bytes": lambda d, song: _write(d / "noise.mp3", np.random.default_rng(0).bytes(20000)),
+    "png image": lambda d, song: _png(d / "cover.png"),
+    "png renamed .mp3": lambda d, song: _write(d / "cover.mp3", _png(d / "c.png").read_bytes()),
+    "truncated mp3 (half)": lambda d, song: _truncated(song, d / "half.mp3", 0.5),
+    "truncated mp3 (header only)": lambda d, song: _truncated(song, d / "head.mp3", 0.005),
+    "missing file": lambda d, song: d / "nothing-here.mp3",
+}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_bad_input_raises_invalid_audio_with_a_user_message(
+    kind: str, tmp_path: Path, song: Path
+) -> None:
+    path = BAD_INPUTS[kind](tmp_path, song)
+    with pytest.raises(InvalidAudioError) as caught:
+        decode_audio(path)
+    message = caught.value.user_message
+    assert "mp3" in message
+    assert "wav" in message and "flac" in message
+    assert str(tmp_path) not in message
+
+
+def test_zero_length_wav_is_invalid(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "nothing.wav", np.zeros((2, 0), np.float32), 44100)
+    with pytest.raises(InvalidAudioError):
+        decode_audio(path)
+
+
+def _lag(reference: np.ndarray, other: np.ndarray, max_lag: int = 3000) -> int:
+    """The shift of ``other`` against ``reference`` that correlates best."""
+    window = reference[max_lag:-max_lag]
+    scores = [
+        float(np.dot(window, other[max_lag + lag : len(other) - max_lag + lag]))
+        for lag in range(-max_lag, max_lag + 1)
+    ]
+    return int(np.argmax(scores)) - max_lag
+
+
+def _tonal(n: int) -> np.ndarray:
+    """Amplitude-modulated tones: mp3 keeps them well, so any misalignment shows."""
+    t = np.arange(n) / SAMPLERATE
+    left = 0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 1.3 * t)
+    right = 0.2 * np.sin(2 * np.pi * 3000 * t + 1) + 0.1 * np.sin(2 * np.pi * 97 * t)
+    return np.stack([left, right]).astype(np.float32)
+
+
+def test_encoded_tracks_keep_length_and_alignment(tmp_path: Path) -> None:
+    # An odd length, not a multiple of the mp3 frame size (1152).
+    n = 88_211
+    tracks = {"vocals": music_like(2.0, seed=3)[:, :n], "no_vocals": _tonal(n)}
+    paths = encode_tracks(tracks, tmp_path, "Song", artist="Someone")
+    assert [p.name for p in paths] == ["Song - vocals.mp3", "Song - no_vocals.mp3"]
+    decoded = {track: decode(path) for track, path in zip(tracks, paths, strict=True)}
+    for track, samples in tracks.items():
+        assert decoded[track].shape == samples.shape
+    # The noise bursts of the music-like track make the correlation peak unambiguous.
+    assert _lag(tracks["vocals"][0], decoded["vocals"][0]) == 0
+    # One sample of offset at 3 kHz would cap this near 17 dB.
+    error = decoded["no_vocals"] - tracks["no_vocals"]
+    snr_db = 10 * np.log10(np.sum(tracks["no_vocals"] ** 2) / np.sum(error**2))
+    assert snr_db > 40
+
+
+def test_encoded_tracks_are_320k_mp3_with_tags(tmp_path: Path) -> None:
+    (path,) = encode_tracks({"drums": music_like(1.0)}, tmp_path, "My Song", artist="Band")
+    probe = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    stream = probe["streams"][0]
+    assert stream["codec_name"] == "mp3"
+    assert int(stream["bit_rate"]) == 320_000
+    assert int(stream["sample_rate"]) == 44100 and stream["channels"] == 2
+    info = probe_audio(path)
+    assert (info.title, info.artist) == ("My Song (drums)", "Band")
+
+
+def test_encoding_without_artist_writes_no_artist(tmp_path: Path) -> None:
+    (path,) = encode_tracks({"bass": music_like(0.5)}, tmp_path / "new" / "dir", "S")
+    assert probe_audio(path).artist is None
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_encoding_refuses_a_mono_array(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="shape"):
+        encode_tracks({"bass": np.zeros((1, 100), np.float32)}, tmp_path, "S")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("My Song.mp3", "My Song"),
+        ("live.at.wembley.flac", "live.at.wembley"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\me\\track.wav", "track"),
+        ('a<b>c:d"e|f?g*h.mp3', "a b c d e f g h"),
+        ("..hidden.mp3", "hidden"),
+        ("tab\there\nnewline.mp3", "tabherenewline"),
+        ("Ёлка — ромашка.mp3", "Ёлка — ромашка"),
+        ("", "song"),
+        (None, "song"),
+        ("....mp3", "song"),
+        ("/", "song"),
+    ],
+)
+def test_safe_song_name(given: str | None, expected: str) -> None:
+    assert safe_song_name(given) == expected
+
+
+def test_safe_song_name_caps_length_and_track_file_name() -> None:
+    name = safe_song_name("x" * 500 + ".mp3")
+    assert 0 < len(name) <= 100
+    assert track_file_name("Song", "no_vocals") == "Song - no_vocals.mp3"

@@ -1,0 +1,265 @@
+"""The ensemble over tiny random models: track table, sums, sub-model selection, progress,
+cancellation, cache, configuration errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from separation import (
+    SOURCES,
+    Audio,
+    EnsembleSeparator,
+    ModelUnavailableError,
+    SeparationCancelled,
+    SeparatorConfig,
+    UnknownStemError,
+    decode_audio,
+    plan_tracks,
+    resolve_device,
+)
+from tests.separation.conftest import audio_of
+from tests.support.audio import make_song, music_like
+
+PICKS = [
+    ["vocals"],
+    ["guitar"],
+    ["other"],
+    ["vocals", "drums"],
+    ["drums", "bass", "vocals", "guitar", "piano"],
+    list(SOURCES),
+]
+
+
+def assert_tracks_sum_to_mix(tracks: dict[str, np.ndarray], audio: Audio) -> None:
+    for name, track in tracks.items():
+        assert track.dtype == np.float32, name
+        assert track.shape == audio.samples.shape, name
+        assert np.isfinite(track).all(), name
+    total = np.sum(np.stack(list(tracks.values())), axis=0, dtype=np.float32)
+    assert np.abs(total - audio.samples).max() <= 1e-4
+
+
+@pytest.mark.parametrize("pick", PICKS, ids=lambda pick: "+".join(pick))
+def test_every_row_of_the_track_table(
+    separator: EnsembleSeparator, clip: Audio, pick: list[str]
+) -> None:
+    tracks = separator.separate(clip, pick)
+    assert tuple(tracks) == plan_tracks(pick)
+    assert_tracks_sum_to_mix(tracks, clip)
+    # The separated sources are the model's, not silence or the mix itself.
+    first = tracks[plan_tracks(pick)[0]]
+    assert 0 < np.abs(first).max()
+    assert not np.allclose(first, clip.samples)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "samplerate", "channels"),
+    [(".mp3", 8000, 1), (".mp3", 22050, 2), (".flac", 48000, 2), (".wav", 96000, 2)],
+)
+def test_songs_at_any_rate_separate_to_their_length(
+    separator: EnsembleSeparator, tmp_path: Path, suffix: str, samplerate: int, channels: int
+) -> None:
+    audio = decode_audio(make_song(tmp_path / f"s{suffix}", 1.5, samplerate, channels))
+    tracks = separator.separate(audio, ["vocals", "bass"])
+    assert_tracks_sum_to_mix(tracks, audio)
+
+
+def test_real_music_excerpt_separates_into_six(
+    separator: EnsembleSeparator, testdata: Path
+) -> None:
+    audio = decode_audio(testdata / "musdb7" / "The Easton Ellises - Falcon 69.stem.mp4")
+    tracks = separator.separate(audio, ["vocals", "piano"])
+    assert tuple(tracks) == ("vocals", "piano", "rest")
+    assert_tracks_sum_to_mix(tracks, audio)
+
+
+@pytest.mark.parametrize("samples", [1, 300, 13_000], ids=lambda n: f"{n}-samples")
+def test_very_short_audio_separates(separator: EnsembleSeparator, samples: int) -> None:
+    audio = audio_of(music_like(1.0)[:, :samples].copy())
+    tracks = separator.separate(audio, ["vocals"])
+    assert_tracks_sum_to_mix(tracks, audio)
+
+
+def test_digital_silence_separates_to_silence(separator: EnsembleSeparator) -> None:
+    audio = audio_of(np.zeros((2, 44100), np.float32))
+    tracks = separator.separate(audio, ["vocals", "piano"])
+    assert_tracks_sum_to_mix(tracks, audio)
+    assert all(np.abs(track).max() < 1e-6 for track in tracks.values())
+
+
+def test_separation_is_deterministic(separator: EnsembleSeparator, clip: Audio) -> None:
+    first = separator.separate(clip, ["bass"])
+    second = separator.separate(clip, ["bass"])
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+@pytest.mark.parametrize(
+    ("pick", "passes", "loaded"),
+    [
+        (["vocals"], 1, ("htdemucs_ft",)),
+        (["drums", "vocals"], 2, ("htdemucs_ft",)),
+        (["guitar"], 1, ("htdemucs_6s",)),
+        (["other", "piano"], 1, ("htdemucs_6s",)),
+        # drums, bass and vocals from three sub-models of A; guitar and piano from B;
+        # `other` is the residual. A's `other` sub-model never runs.
+        (list(SOURCES), 4, ("htdemucs_ft", "htdemucs_6s")),
+    ],
+)
+def test_runs_only_the_sub_models_the_pick_needs(
+    model_repo: Path, clip: Audio, pick: list[str], passes: int, loaded: tuple[str, ...]
+) -> None:
+    separator = EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
+    separator.separate(clip, pick)
+    assert separator.model_passes == passes
+    assert set(separator.loaded_models) == set(loaded)
+
+
+def test_matches_plain_demucs_apply_model_over_several_chunks(
+    separator: EnsembleSeparator, model_repo: Path
+) -> None:
+    """Our chunked pass of one sub-model reproduces demucs's apply_model on that model.
+
+    With htdemucs_ft's identity bag weights, A's vocals are its vocals sub-model's output."""
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    audio = audio_of(music_like(7.0, seed=5))  # two chunks
+    ours = separator.separate(audio, ["vocals", "guitar"])
+
+    mix = torch.from_numpy(audio.samples)
+    ref = mix.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    for name, source in (("htdemucs_ft", "vocals"), ("htdemucs_6s", "guitar")):
+        model = get_model(name, repo=model_repo)
+        weights = [row[model.sources.index(source)] for row in model.weights]
+        assert weights.count(0.0) == len(weights) - 1
+        model = model.models[[w != 0.0 for w in weights].index(True)]
+        with torch.no_grad():
+            out = apply_model(model, ((mix - mean) / std)[None], shifts=0, overlap=0.25)
+        expected = (out[0, model.sources.index(source)] * std + mean).numpy()
+        np.testing.assert_allclose(ours[source], expected, atol=2e-5)
+
+
+def test_progress_rises_from_zero_to_one(separator: EnsembleSeparator) -> None:
+    audio = audio_of(music_like(7.0, seed=2))  # two chunks per pass
+    seen: list[float] = []
+    separator.separate(audio, ["vocals", "guitar"], progress=seen.append)
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert seen == sorted(seen)
+    assert len(seen) >= 2 + 4  # start, 2 passes x 2 chunks, end
+
+
+def test_cancel_between_chunks_stops_the_work(model_repo: Path) -> None:
+    separator = EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
+    audio = audio_of(music_like(7.0, seed=2))
+    polls = 0
+
+    def should_cancel() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls >= 2
+
+    with pytest.raises(SeparationCancelled):
+        separator.separate(audio, SOURCES, should_cancel=should_cancel)
+    # Cancelled on the second chunk of eight: the rest never ran.
+    assert polls == 2
+    assert separator.model_passes == 0
+    # The instance still works afterwards.
+    tracks = separator.separate(audio, ["vocals"], should_cancel=lambda: False)
+    assert_tracks_sum_to_mix(tracks, audio)
+
+
+def test_unknown_stems_are_refused_before_any_model_runs(model_repo: Path, clip: Audio) -> None:
+    separator = EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
+    for pick in ([], ["voice"], ["vocals", ""]):
+        with pytest.raises(UnknownStemError):
+            separator.separate(clip, pick)
+    assert separator.loaded_models == ()
+
+
+async def test_can_run_in_worker_threads(separator: EnsembleSeparator, clip: Audio) -> None:
+    first, second = await asyncio.gather(
+        asyncio.to_thread(separator.separate, clip, ["bass"]),
+        asyncio.to_thread(separator.separate, clip, ["bass"]),
+    )
+    np.testing.assert_array_equal(first["bass"], second["bass"])
+
+
+# -- blend weights and configuration --------------------------------------------------
+
+
+def test_blend_weight_mixes_both_models(model_repo: Path, clip: Audio) -> None:
+    def vocals(weight_a: float) -> tuple[np.ndarray, int]:
+        config = SeparatorConfig(
+            model_repo=model_repo, device="cpu", blend_weights={"vocals": weight_a}
+        )
+        separator = EnsembleSeparator(config)
+        return separator.separate(clip, ["vocals"])["vocals"], separator.model_passes
+
+    only_a, passes_a = vocals(1.0)
+    only_b, passes_b = vocals(0.0)
+    blended, passes_both = vocals(0.25)
+    assert (passes_a, passes_b, passes_both) == (1, 1, 2)
+    np.testing.assert_allclose(blended, 0.25 * only_a + 0.75 * only_b, atol=1e-6)
+
+
+def test_weight_on_a_source_model_a_lacks_is_a_clear_error(model_repo: Path, clip: Audio) -> None:
+    config = SeparatorConfig(model_repo=model_repo, device="cpu", blend_weights={"guitar": 1.0})
+    with pytest.raises(ModelUnavailableError, match="guitar"):
+        EnsembleSeparator(config).separate(clip, ["guitar"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"blend_weights": {"kazoo": 1.0}},
+        {"blend_weights": {"vocals": 1.5}},
+        {"blend_weights": {"vocals": -0.1}},
+        {"overlap": 1.0},
+        {"shifts": -1},
+        {"models": ("only_one",)},
+    ],
+)
+def test_invalid_configuration_is_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        SeparatorConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_default_blend_weights_follow_the_design() -> None:
+    weights = SeparatorConfig().blend_weights
+    assert {s: weights[s] for s in SOURCES} == {
+        "drums": 1.0,
+        "bass": 1.0,
+        "vocals": 1.0,
+        "guitar": 0.0,
+        "piano": 0.0,
+        "other": 0.0,
+    }
+
+
+def test_missing_model_or_folder_is_model_unavailable(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    missing_name = SeparatorConfig(
+        models=("htdemucs_ft", "no_such_model"), model_repo=model_repo, device="cpu"
+    )
+    with pytest.raises(ModelUnavailableError, match="no_such_model"):
+        EnsembleSeparator(missing_name).separate(clip, ["piano"])
+    missing_dir = SeparatorConfig(model_repo=tmp_path / "nowhere", device="cpu")
+    with pytest.raises(ModelUnavailableError):
+        EnsembleSeparator(missing_dir).separate(clip, ["vocals"])
+
+
+def test_device_names() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
