@@ -243,6 +243,13 @@ async def test_redis_unreachable_at_enqueue_then_recovered(
         finally:
             server.stop()
 
+        # Redis goes away again while the bot holds a connection pool to it.
+        other = await picker_for(fake_bot_api, OTHER, fake_bot_api.send_audio(OTHER, song))
+        await press(fake_bot_api, OTHER, other, other.button("bass").callback_data or "")
+        answer = await press(fake_bot_api, OTHER, other, other.button("Separate").callback_data)
+        assert answer.show_alert and answer.text == texts.QUEUE_DOWN
+        assert await bot.services.db.selection(2) == {"bass"}
+
 
 async def test_stats_command_is_for_admins_only(
     bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
