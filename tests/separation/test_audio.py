@@ -91,8 +91,21 @@ def test_real_music_excerpt_decodes(testdata: Path, tmp_path: Path) -> None:
     # Re-encoded to mp3 as a user would send it, it decodes to the same length.
     mp3 = tmp_path / "80s Rock.mp3"
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(stem_file), "-map", "0:0"]
-        + ["-c:a", "libmp3lame", "-b:a", "192k", str(mp3)],
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(stem_file),
+            "-map",
+            "0:0",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "192k",
+            str(mp3),
+        ],
         check=True,
     )
     again = decode_audio(mp3)
@@ -108,8 +121,19 @@ def test_very_short_audio_and_silence_decode(tmp_path: Path) -> None:
 
 def _png(path: Path) -> Path:
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "color=c=red:s=32x32"]
-        + ["-frames:v", "1", str(path)],
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=32x32",
+            "-frames:v",
+            "1",
+            str(path),
+        ],
         check=True,
     )
     return path
