@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -59,6 +59,7 @@ class Up:
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    seen: set[int] = field(default_factory=set)
 
     @property
     def log(self) -> str:
@@ -84,6 +85,7 @@ class Up:
                 roles["bot"] = pid
             else:
                 roles[cmdline] = pid
+        self.seen.update(roles.values())
         return roles
 
     def stop(self, sig: signal.Signals, timeout: float = 90.0) -> int:
@@ -128,14 +130,15 @@ def start_up(
 
     yield start
 
+    # Whatever a failed test left behind: `up` itself and any child it was seen with.
     for up in started:
         if up.process.poll() is None:
-            leftovers = list(_children(up.process.pid))
+            up.seen.update(_children(up.process.pid))
             up.process.kill()
             up.process.wait(timeout=30)
-            for pid in leftovers:
-                if _alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in up.seen:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _picker(api: FakeBotApi, song: ChatMessage) -> ChatMessage | None:
@@ -259,6 +262,23 @@ def test_a_crashed_child_is_reported_and_takes_the_service_down(
     assert up.process.wait(timeout=90) == 1
     assert "bot exited unexpectedly with code -9" in up.log
     assert not _alive(children["worker"])
+
+
+@pytest.mark.slow
+def test_children_stop_when_up_itself_is_killed(
+    start_up: Callable[..., Up], redis_url: str
+) -> None:
+    up = start_up(REDIS_URL=redis_url)
+    up.wait_log("service up")
+    children = up.children()
+    assert set(children) == {"worker", "bot"}, children
+
+    # SIGKILL gives `up` no chance to clean up: the kernel's parent-death signal does it.
+    up.process.kill()
+    up.process.wait(timeout=30)
+
+    for role, pid in children.items():
+        wait_until(lambda pid=pid: not _alive(pid), timeout=60, what=f"{role} to exit")
 
 
 def test_up_without_a_token_says_so(start_up: Callable[..., Up]) -> None:
