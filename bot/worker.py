@@ -411,8 +411,12 @@ async def _separate(
         # the next job does not share the device with an abandoned one.
         cancel.set()
         await asyncio.wait([work], timeout=CANCEL_GRACE_S)
-        if work.done() and not work.cancelled():
-            work.exception()  # retrieved: SeparationCancelled is the expected outcome
+        if work.done():
+            if not work.cancelled():
+                work.exception()  # retrieved: SeparationCancelled is the expected outcome
+            logger.info("separation stopped at a chunk boundary")
+        else:
+            logger.warning("separation still running %ss after cancellation", CANCEL_GRACE_S)
         raise
     finally:
         reporter.cancel()

@@ -4,7 +4,9 @@ over real HTTP, tiny random models through demucs's loading path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -571,3 +573,37 @@ async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
         text = log.read_text()
         assert "job started" in text
         assert fake_bot_api.token not in text and fake_bot_api.token.split(":")[1] not in text
+
+
+async def test_worker_shutdown_stops_the_separation_and_leaves_the_job_queued(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.worker")
+    long_song = make_song(tmp_path / "long.mp3", seconds=30.0, seed=11)
+    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    worker = Worker(
+        **worker_settings(settings, separator=separator, handle_signals=False, poll_delay_s=0.05)
+    )
+    running = asyncio.create_task(worker.async_run())
+    try:
+
+        def separating() -> bool:
+            return any(t and "Separating" in t for t in status_texts(fake_bot_api, submitted))
+
+        await async_wait_until(separating, timeout=60, what="separation to start")
+    finally:
+        started = asyncio.get_running_loop().time()
+        await worker.close()  # what SIGTERM does: cancel running jobs, stop polling
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    stopped_in = asyncio.get_running_loop().time() - started
+    assert "separation stopped at a chunk boundary" in caplog.text
+    assert stopped_in < 15, stopped_in
+    assert await Job(submitted.job_id, pool).status() == JobStatus.queued, "left for a re-run"
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert not any(t and t.startswith("❌") for t in status_texts(fake_bot_api, submitted))
