@@ -96,7 +96,7 @@ QUEUE_DOWN = (
 
 def queued(position: int | None) -> str:
     if position is None or position <= 1:
-        return "⏳ Queued: you're next."
+        return "⏳ Queued: position 1, you're next."
     return f"⏳ Queued: position {position}."
 
 
