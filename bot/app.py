@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
+from telegram.error import InvalidToken
 from telegram.ext import Application
 
 from bot.handlers import Handlers
@@ -52,6 +53,10 @@ def run_bot(settings: Settings) -> int:
     )
     try:
         application.run_polling(allowed_updates=Update.ALL_TYPES)
+    except InvalidToken:
+        # PTB's message quotes the token; say it without.
+        logger.error("TELEGRAM_BOT_TOKEN was rejected by the Bot API")
+        return 1
     except Exception:
         # Logged (and so redacted): a raw traceback could quote a Bot API URL with the token.
         logger.exception("bot crashed")

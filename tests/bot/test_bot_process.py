@@ -47,3 +47,28 @@ def test_demix_bot_serves_and_stops_on_sigterm(
     assert "request stored" in stderr
     assert fake_bot_api.token not in stderr
     assert (tmp_path / "db" / "demix.sqlite3").is_file()
+
+
+def test_demix_bot_with_a_rejected_token_exits_without_printing_it(
+    fake_bot_api: FakeBotApi, redis_url: str, tmp_path: Path
+) -> None:
+    wrong = "654321:WRONG-token-for-this-test"
+    env = {
+        **os.environ,
+        **fake_bot_api.environment(),
+        "TELEGRAM_BOT_TOKEN": wrong,
+        "REDIS_URL": redis_url,
+        "DEMIX_DB_PATH": str(tmp_path / "demix.sqlite3"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "demix", "bot"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "TELEGRAM_BOT_TOKEN was rejected" in result.stderr
+    assert wrong not in result.stderr + result.stdout
+    assert "WRONG-token" not in result.stderr + result.stdout
