@@ -6,6 +6,7 @@ see exactly what an operator's `ps` would: what runs, and that nothing is left b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -35,14 +36,25 @@ def _children(pid: int) -> dict[int, str]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
+        cmdline = _cmdline(int(entry.name))
         # The command name (2nd field) is in parentheses and may contain spaces.
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         if ppid == pid and cmdline:
             found[int(entry.name)] = cmdline
     return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _gone(pid: int) -> bool:
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -59,7 +71,7 @@ class Up:
 
     process: subprocess.Popen[bytes]
     log_path: Path
-    seen: set[int] = field(default_factory=set)
+    seen: dict[int, str] = field(default_factory=dict)
 
     @property
     def log(self) -> str:
@@ -76,7 +88,9 @@ class Up:
     def children(self) -> dict[str, int]:
         """Role -> pid of the children running now."""
         roles = {}
-        for pid, cmdline in _children(self.process.pid).items():
+        found = _children(self.process.pid)
+        self.seen.update(found)
+        for pid, cmdline in found.items():
             if "redis-server" in cmdline:
                 roles["redis"] = pid
             elif cmdline.endswith("demix worker"):
@@ -85,7 +99,6 @@ class Up:
                 roles["bot"] = pid
             else:
                 roles[cmdline] = pid
-        self.seen.update(roles.values())
         return roles
 
     def stop(self, sig: signal.Signals, timeout: float = 90.0) -> int:
@@ -136,8 +149,8 @@ def start_up(
             up.seen.update(_children(up.process.pid))
             up.process.kill()
             up.process.wait(timeout=30)
-        for pid in up.seen:
-            if _alive(pid):
+        for pid, cmdline in up.seen.items():
+            if _alive(pid) and _cmdline(pid) == cmdline:
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -278,7 +291,7 @@ def test_children_stop_when_up_itself_is_killed(
     up.process.wait(timeout=30)
 
     for role, pid in children.items():
-        wait_until(lambda pid=pid: not _alive(pid), timeout=60, what=f"{role} to exit")
+        wait_until(functools.partial(_gone, pid), timeout=60, what=f"{role} to exit")
 
 
 def test_up_without_a_token_says_so(start_up: Callable[..., Up]) -> None:
