@@ -36,7 +36,9 @@ import itertools
 import json
 import logging
 import mimetypes
+import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -1058,6 +1060,13 @@ class FakeBotApi:
             data = bytes(content)
         if mime_type is None and file_name:
             mime_type = mimetypes.guess_type(file_name)[0]
+        if kind in {"audio", "voice", "video"}:
+            # Telegram clients fill duration (and an audio's title/performer) from the file.
+            probed = _probe(data)
+            for key, value in probed.items():
+                if key in meta and meta[key] is None:
+                    meta[key] = value
+            meta["duration"] = meta.get("duration") or probed.get("duration") or 0
         stored = self._register_file(
             kind,
             data,
@@ -1780,6 +1789,43 @@ class FakeBotApi:
             "file_size": stored.size,
             "file_path": file_path,
         }
+
+
+def _probe(data: bytes) -> dict[str, Any]:
+    """Duration and title/performer tags of an audio file, as ffprobe reads them ({} if not)."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None or not data:
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".bin") as handle:
+        handle.write(data)
+        handle.flush()
+        result = subprocess.run(
+            [
+                ffprobe,
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration:format_tags=title,artist",
+                "-of",
+                "json",
+                handle.name,
+            ],
+            capture_output=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        return {}
+    try:
+        found = json.loads(result.stdout).get("format", {})
+        tags = {key.lower(): value for key, value in (found.get("tags") or {}).items()}
+        probed: dict[str, Any] = {"duration": round(float(found["duration"]))}
+    except (ValueError, KeyError, TypeError):
+        return {}
+    if tags.get("title"):
+        probed["title"] = tags["title"]
+    if tags.get("artist"):
+        probed["performer"] = tags["artist"]
+    return probed
 
 
 def _update_type(update: dict[str, Any]) -> str:

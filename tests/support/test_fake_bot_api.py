@@ -509,3 +509,20 @@ def test_a_child_process_talks_to_the_server(fake_bot_api: FakeBotApi) -> None:
     reply = fake_bot_api.wait_for_message(USER, containing="child saw")
     assert reply.text == "child saw: ping"
     assert fake_bot_api.pending_updates() == 0
+
+
+async def test_user_audio_reports_duration_and_tags_like_a_client(
+    fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    tagged = fake_bot_api.send_audio(USER, song)
+    renamed = fake_bot_api.send_audio(USER, song, title="Mine", duration=100)
+    not_audio = fake_bot_api.send_audio(USER, b"not audio", file_name="x.mp3")
+    async with make_bot(fake_bot_api) as bot:
+        updates = await bot.get_updates(timeout=0)
+    audios = [u.message.audio for u in updates if u.message and u.message.audio]
+    assert [(a.file_name, a.title, a.performer) for a in audios] == [
+        ("Test Song.mp3", "Test Song", "Test Artist"),
+        ("Test Song.mp3", "Mine", "Test Artist"),
+        ("x.mp3", None, None),
+    ]
+    assert [m.file.duration for m in (tagged, renamed, not_audio) if m.file] == [3, 100, 0]
