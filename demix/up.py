@@ -111,6 +111,12 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         return bool(client.ping())
+    # redis-py files these under ConnectionError, but a server is there: a wrong password
+    # must not quietly start a second Redis, and one still loading its data will answer.
+    except redis.AuthenticationError as exc:
+        raise RedisRefused(str(exc)) from exc
+    except redis.BusyLoadingError:
+        return True
     except (redis.ConnectionError, redis.TimeoutError, OSError):
         return False
     except redis.RedisError as exc:

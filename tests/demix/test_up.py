@@ -311,6 +311,44 @@ def test_up_without_redis_and_without_redis_server(
     assert not _children(up.process.pid)
 
 
+def test_up_refuses_a_redis_that_wants_a_password(
+    start_up: Callable[..., Up], tmp_path: Path
+) -> None:
+    port = free_port()
+    options = {
+        "port": str(port),
+        "bind": "127.0.0.1",
+        "requirepass": "sekrit",
+        "dir": str(tmp_path),
+    }
+    server = subprocess.Popen(
+        ["redis-server", *(part for key, value in options.items() for part in (f"--{key}", value))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _answers_noauth(port), timeout=10, what="redis-server to answer")
+        up = start_up(REDIS_URL=f"redis://:wrong@127.0.0.1:{port}/0")
+        assert up.process.wait(timeout=60) == 1
+        assert "answers but refuses us" in up.log
+        assert ":wrong@" not in up.log  # the password is masked
+        assert not _children(up.process.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _answers_noauth(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"-NOAUTH")
+    except OSError:
+        return False
+
+
 def test_health_checks_fail_without_a_service(fake_bot_api: FakeBotApi, redis_url: str) -> None:
     assert _health("worker", REDIS_URL=redis_url).returncode == 1
     closed = f"http://127.0.0.1:{free_port()}/bot"
