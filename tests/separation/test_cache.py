@@ -1,0 +1,164 @@
+"""The source cache: another pick of a cached song runs no model; corrupt entries, keys
+and the size cap."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from separation import SOURCES, Audio, EnsembleSeparator, SeparatorConfig
+from separation.cache import SourceCache, audio_digest
+from separation.random_models import write_model_repo
+
+
+def cached_separator(model_repo: Path, cache_dir: Path, **overrides: object) -> EnsembleSeparator:
+    config = SeparatorConfig(
+        model_repo=model_repo,
+        device="cpu",
+        cache_dir=cache_dir,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return EnsembleSeparator(config)
+
+
+def test_other_picks_of_a_cached_song_run_no_model(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    first = cached_separator(model_repo, tmp_path / "cache")
+    six = first.separate(clip, SOURCES)
+    assert first.model_passes == 4
+
+    # A fresh instance (another process, say) on the same folder loads no model at all.
+    fresh = cached_separator(model_repo, tmp_path / "cache")
+    for pick in (["vocals"], ["guitar", "bass"], ["other"], ["piano"], SOURCES):
+        tracks = fresh.separate(clip, pick)
+        for source in pick:
+            if source != "other":
+                np.testing.assert_array_equal(tracks[source], six[source])
+    assert fresh.model_passes == 0
+    assert fresh.loaded_models == ()
+    assert fresh.cache is not None and fresh.cache.hits > 0
+
+
+def test_only_missing_sources_are_computed(model_repo: Path, tmp_path: Path, clip: Audio) -> None:
+    first = cached_separator(model_repo, tmp_path / "cache")
+    first.separate(clip, ["vocals"])
+    second = cached_separator(model_repo, tmp_path / "cache")
+    second.separate(clip, ["vocals", "drums"])
+    assert second.model_passes == 1  # the drums sub-model only
+
+
+def test_same_result_with_and_without_cache(
+    model_repo: Path, tmp_path: Path, clip: Audio, separator: EnsembleSeparator
+) -> None:
+    plain = separator.separate(clip, ["drums", "piano"])
+    cold = cached_separator(model_repo, tmp_path / "cache").separate(clip, ["drums", "piano"])
+    warm = cached_separator(model_repo, tmp_path / "cache").separate(clip, ["drums", "piano"])
+    for name in plain:
+        np.testing.assert_array_equal(plain[name], cold[name])
+        np.testing.assert_array_equal(plain[name], warm[name])
+
+
+def test_key_covers_audio_settings_and_models(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    cache_dir = tmp_path / "cache"
+    cached_separator(model_repo, cache_dir).separate(clip, ["bass"])
+
+    other_overlap = cached_separator(model_repo, cache_dir, overlap=0.5)
+    other_overlap.separate(clip, ["bass"])
+    assert other_overlap.model_passes == 1
+
+    other_models = cached_separator(write_model_repo(tmp_path / "m2", seed=7), cache_dir)
+    other_models.separate(clip, ["bass"])
+    assert other_models.model_passes == 1
+
+    louder = Audio(samples=clip.samples * np.float32(0.5), info=clip.info)
+    other_audio = cached_separator(model_repo, cache_dir)
+    other_audio.separate(louder, ["bass"])
+    assert other_audio.model_passes == 1
+
+
+def test_corrupt_entries_are_ignored_and_replaced(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    cache_dir = tmp_path / "cache"
+    good = cached_separator(model_repo, cache_dir).separate(clip, ["vocals", "guitar"])
+    entries = sorted(cache_dir.glob("*/*.npy"))
+    assert entries
+    entries[0].write_bytes(b"not an array")
+    for entry in entries[1:]:
+        entry.write_bytes(entry.read_bytes()[:200])  # truncated
+
+    again = cached_separator(model_repo, cache_dir)
+    tracks = again.separate(clip, ["vocals", "guitar"])
+    assert again.model_passes == 2
+    for name in good:
+        np.testing.assert_array_equal(tracks[name], good[name])
+    # The recomputed entries replaced the broken ones.
+    third = cached_separator(model_repo, cache_dir)
+    third.separate(clip, ["vocals", "guitar"])
+    assert third.model_passes == 0
+
+
+def test_disabled_cache_writes_nothing(model_repo: Path, tmp_path: Path, clip: Audio) -> None:
+    separator = cached_separator(model_repo, tmp_path / "cache", cache_max_bytes=0)
+    separator.separate(clip, ["bass"])
+    assert separator.cache is None
+    assert not (tmp_path / "cache").exists()
+
+
+# -- SourceCache on its own -------------------------------------------------------------
+
+
+def _array(seed: int, n: int = 1000) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((2, n)).astype(np.float32)
+
+
+def test_put_get_round_trip_leaves_no_temporaries(tmp_path: Path) -> None:
+    cache = SourceCache(tmp_path, max_bytes=10**6)
+    array = _array(0)
+    cache.put("k" * 64, array)
+    np.testing.assert_array_equal(cache.get("k" * 64, (2, 1000)), array)
+    assert cache.get("k" * 64, (2, 999)) is None  # wrong shape counts as corrupt
+    assert cache.get("k" * 64, (2, 1000)) is None  # and was dropped
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_size_cap_evicts_least_recently_used(tmp_path: Path) -> None:
+    entry_bytes = _array(0).nbytes + 128  # .npy header
+    cache = SourceCache(tmp_path, max_bytes=2 * entry_bytes + 10)
+    keys = [SourceCache.key(str(i)) for i in range(3)]
+    cache.put(keys[0], _array(0))
+    cache.put(keys[1], _array(1))
+    # keys[0] is older, but reading it makes it the most recently used.
+    for age, key in ((100, keys[0]), (50, keys[1])):
+        path = tmp_path / key[:2] / f"{key}.npy"
+        os.utime(path, (path.stat().st_atime - age, path.stat().st_mtime - age))
+    assert cache.get(keys[0], (2, 1000)) is not None
+    cache.put(keys[2], _array(2))
+    assert cache.size_bytes() <= cache.max_bytes
+    assert cache.get(keys[1], (2, 1000)) is None
+    assert cache.get(keys[0], (2, 1000)) is not None
+    assert cache.get(keys[2], (2, 1000)) is not None
+
+
+def test_entry_over_the_cap_is_not_stored(tmp_path: Path) -> None:
+    cache = SourceCache(tmp_path, max_bytes=100)
+    cache.put(SourceCache.key("big"), _array(0))
+    assert cache.entries() == []
+
+
+@pytest.mark.parametrize("changed", ["value", "length"])
+def test_audio_digest_tells_songs_apart(changed: str) -> None:
+    samples = _array(3)
+    other = samples.copy()
+    if changed == "value":
+        other[1, 500] += 1e-6
+    else:
+        other = np.concatenate([samples, np.zeros((2, 1), np.float32)], axis=1)
+    assert audio_digest(samples) == audio_digest(samples.copy())
+    assert audio_digest(samples) != audio_digest(other)
