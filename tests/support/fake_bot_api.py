@@ -9,22 +9,31 @@ test's loop) and child processes can all use it.
 Simulated users queue updates (:meth:`FakeBotApi.send_text`, :meth:`~FakeBotApi.send_audio`,
 :meth:`~FakeBotApi.press_button`, ...); what the bot did is observed through snapshots
 (:meth:`~FakeBotApi.chat_messages`, :meth:`~FakeBotApi.last_message`,
-:meth:`~FakeBotApi.calls`, :meth:`~FakeBotApi.callback_answers`). Snapshots never change after
-they are returned; poll with ``wait_until`` / ``async_wait_until``::
+:meth:`~FakeBotApi.calls`, :meth:`~FakeBotApi.callback_answers`) that never change after they
+are returned. Wait for the bot with the ``wait_for_*`` helpers::
 
     with FakeBotApi() as api:                         # or the `fake_bot_api` fixture
-        api.send_audio(42, song_path)
-        picker = wait_until(lambda: api.last_message(42, with_keyboard=True))
-        api.press_button(42, picker, picker.button("vocals").callback_data)
+        sent = api.send_audio(42, song_path)
+        picker = api.wait_for_message(42, with_keyboard=True, after=sent)
+        answer = api.wait_for_answer(api.press_button(42, picker, "toggle:vocals"))
 
-Never block the test's event loop with ``wait_until`` while PTB runs in it: use
-``await async_wait_until(...)`` there.
+Never block the test's event loop while PTB runs in it: there use the ``async_wait_for_*``
+twins (or ``await async_wait_until(...)`` from tests.support.waiting).
+
+Failures: :meth:`~FakeBotApi.fail_next` (any status, 429 with ``retry_after``, optionally after
+the call took effect), :meth:`~FakeBotApi.set_latency`, :meth:`~FakeBotApi.block_bot` (403 for
+a user's chat), and :meth:`~FakeBotApi.stop` then :meth:`~FakeBotApi.start` (Telegram down and
+back, same port, same state).
 
 Fidelity notes: error descriptions are Telegram's own wording for the cases modelled here
 ("message is not modified", "message to edit not found", "file is too big", "chat not
-found", ...). ``parse_mode="HTML"`` is parsed (unsupported or unbalanced tags are refused like
-Telegram does, and :attr:`ChatMessage.text` is the plain text a user sees); other parse
-modes are stored as sent. Privacy mode is not modelled: the bot gets every group message.
+found", ...), and so are its limits (20 MB getFile, 50 MB upload, 4096-character texts,
+64-byte callback data). ``parse_mode="HTML"`` is parsed (unsupported or unbalanced tags are
+refused like Telegram does, and :attr:`ChatMessage.text` is the plain text a user sees); other
+parse modes are stored as sent. Audio, voice and video sent by a simulated user report the
+duration (and an audio's title/performer tags) that ffprobe reads, as Telegram clients do;
+files the bot uploads keep what the bot sent. Privacy mode is not modelled: the bot gets
+every group message.
 """
 
 from __future__ import annotations

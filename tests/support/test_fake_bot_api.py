@@ -440,17 +440,18 @@ async def test_drop_pending_updates_and_allowed_updates(fake_bot_api: FakeBotApi
     async with make_bot(fake_bot_api) as bot:
         await bot.delete_webhook(drop_pending_updates=True)
         assert fake_bot_api.pending_updates() == 0
-        text = fake_bot_api.send_text(USER, "hello")
+        fake_bot_api.send_text(USER, "hello")
         picker = await bot.send_message(USER, "Pick", reply_markup=keyboard(("a", "a")))
         fake_bot_api.press_button(USER, (USER, picker.message_id), "a")
         only_presses = await bot.get_updates(timeout=0, allowed_updates=["callback_query"])
         assert [u.callback_query.data for u in only_presses if u.callback_query] == ["a"]
         assert len(only_presses) == 1
-        everything = await bot.get_updates(timeout=0, allowed_updates=[])
-        assert [u.effective_message.message_id for u in everything if u.effective_message] == [
-            text.message_id,
-            picker.message_id,
-        ]
+        later = fake_bot_api.send_text(USER, "later")
+        # An empty list means every type again; the offset confirms what came before.
+        everything = await bot.get_updates(
+            offset=only_presses[-1].update_id + 1, timeout=0, allowed_updates=[]
+        )
+        assert [u.message.message_id for u in everything if u.message] == [later.message_id]
 
 
 async def test_blocked_user_gets_forbidden(fake_bot_api: FakeBotApi) -> None:
