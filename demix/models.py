@@ -8,13 +8,21 @@ from pathlib import Path
 from typing import TextIO
 
 from demix.settings import Settings
-from separation.model_store import (
-    DEMUCS_ROOT_URL,
-    ModelStoreError,
-    RemoteIndex,
-    check_model_repo,
-    fetch_models,
+
+WORKER_EXTRA_MISSING = (
+    "demix models needs the separation engine: pip install 'neural-music-demixing[worker]' "
+    "(the bot's install leaves it out)"
 )
+
+
+def _engine_installed() -> bool:
+    try:
+        import demucs.pretrained  # noqa: F401
+        import numpy  # noqa: F401
+    except ModuleNotFoundError:
+        print(WORKER_EXTRA_MISSING, file=sys.stderr)
+        return False
+    return True
 
 
 def _folder(given: Path | None, settings: Settings, flag: str) -> Path | None:
@@ -64,8 +72,10 @@ class _Progress:
 def run_models_fetch(settings: Settings, to: Path | None, *, mirror: str | None = None) -> int:
     """Download the configured ensemble (DEMIX_MODELS) into a local model folder."""
     dest = _folder(to, settings, "--to")
-    if dest is None:
+    if dest is None or not _engine_installed():
         return 2
+    from separation.model_store import DEMUCS_ROOT_URL, ModelStoreError, RemoteIndex, fetch_models
+
     source = mirror or DEMUCS_ROOT_URL
     print(f"fetching {', '.join(settings.models)} into {dest} from {source}", file=sys.stderr)
     try:
@@ -93,8 +103,10 @@ def run_models_fetch(settings: Settings, to: Path | None, *, mirror: str | None 
 def run_models_check(settings: Settings, repo: Path | None) -> int:
     """Verify the local model folder: files present, checksums, loadable; say what is wrong."""
     root = _folder(repo, settings, "--repo")
-    if root is None:
+    if root is None or not _engine_installed():
         return 2
+    from separation.model_store import check_model_repo
+
     report = check_model_repo(root, settings.models)
     for file_name in report.files_ok:
         print(f"ok       {file_name}")

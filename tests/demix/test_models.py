@@ -361,3 +361,22 @@ def _demix(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
     )
+
+
+def test_models_commands_without_the_worker_extra_say_what_to_install(tmp_path: Path) -> None:
+    # As in the bot's image: numpy (and torch, demucs) are not installed.
+    script = (
+        "import sys; sys.modules['numpy'] = None; from demix.cli import main; "
+        f"sys.exit(main(['models', 'check', '--repo', {str(tmp_path)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+    )
+    assert result.returncode == 2
+    assert "pip install 'neural-music-demixing[worker]'" in result.stderr
+    assert "Traceback" not in result.stderr
