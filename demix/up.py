@@ -159,9 +159,13 @@ def _parent_death_signal() -> Callable[[], None] | None:
     except OSError:
         return None
     pr_set_pdeathsig = 1
+    parent = os.getpid()
 
     def preexec() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        # The parent may have died between fork and prctl; then no signal would ever come.
+        if os.getppid() != parent:
+            os._exit(1)
 
     return preexec
 
@@ -223,6 +227,7 @@ class Supervisor:
                 continue
             if not data:
                 self.selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
                 self._emit(child, child.pending, final=True)
                 child.pending = b""
                 continue
