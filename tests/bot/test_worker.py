@@ -607,3 +607,32 @@ async def test_worker_shutdown_stops_the_separation_and_leaves_the_job_queued(
     assert await Job(submitted.job_id, pool).status() == JobStatus.queued, "left for a re-run"
     assert not fake_bot_api.audio_messages(submitted.job.chat_id)
     assert not any(t and t.startswith("❌") for t in status_texts(fake_bot_api, submitted))
+
+
+async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.worker")
+    # A budget far below what 30 s of audio takes to separate here.
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        job_timeout_base_s=3.0,
+        job_timeout_per_audio_s=0.02,
+    )
+    long_song = make_song(tmp_path / "long.mp3", seconds=30.0, seed=13)
+    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "too long" in final
+    assert "separation stopped at a chunk boundary" in caplog.text
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    info = await result_of(pool, submitted.job_id)
+    assert isinstance(info.result, JobFailed) and info.result.reason == "timeout"
