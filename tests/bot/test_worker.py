@@ -32,7 +32,14 @@ from bot.worker import STATE_KEY, separate_job, worker_settings
 from demix.settings import Settings
 from separation import EnsembleSeparator, SeparatorConfig
 from tests.support.audio import decode, make_song
-from tests.support.fake_bot_api import MB, NOT_MODIFIED, ApiCall, ChatMessage, FakeBotApi
+from tests.support.fake_bot_api import (
+    MB,
+    NOT_MODIFIED,
+    TEST_TOKEN,
+    ApiCall,
+    ChatMessage,
+    FakeBotApi,
+)
 from tests.support.waiting import async_wait_until
 
 USER = 501
@@ -636,3 +643,46 @@ async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
     assert not fake_bot_api.audio_messages(submitted.job.chat_id)
     info = await result_of(pool, submitted.job_id)
     assert isinstance(info.result, JobFailed) and info.result.reason == "timeout"
+
+
+async def test_local_bot_api_server_lifts_the_download_limit(
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    with FakeBotApi(TEST_TOKEN, local_mode=True) as local_api:
+        settings = make_settings(
+            **local_api.settings_overrides(), redis_url=redis_url, max_file_mb=200
+        )
+        submitted = await submit(
+            local_api, settings, pool, song, ("vocals",), declared_size=25 * MB
+        )
+        worker = await run_worker_burst(settings, separator)
+        assert worker.jobs_complete == 1
+        audios = local_api.audio_messages(submitted.job.chat_id)
+        assert [m.file_name for m in audios] == [
+            "Test Song - vocals.mp3",
+            "Test Song - no_vocals.mp3",
+        ]
+        assert not local_api.downloads(), "read from the server's disk, not over HTTP"
+
+
+async def test_file_over_the_configured_limit_fails_naming_it(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(), redis_url=redis_url, max_file_mb=1
+    )
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=3 * MB)
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "1 MB" in final
+    assert not fake_bot_api.downloads()
