@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,7 +50,17 @@ class _Bar:
     def __init__(self) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=1000, unit="‰", desc="separating", file=sys.stderr, leave=False)
+        # A pseudo-terminal may report a 0x0 size, on which tqdm hides its bar.
+        size = shutil.get_terminal_size()
+        self._bar = tqdm(
+            total=1000,
+            unit="‰",
+            desc="separating",
+            file=sys.stderr,
+            leave=False,
+            ncols=size.columns,
+            nrows=size.lines,
+        )
         self._done = 0
 
     def __call__(self, fraction: float) -> None:
