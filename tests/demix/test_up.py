@@ -230,6 +230,9 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
     for role, pid in children.items():
         assert not _alive(pid), f"{role} (pid {pid}) outlived demix up"
     assert "SIGINT received" in up.log
+    # Worker first (it may be finishing a job), then the bot, then Redis.
+    stops = [up.log.index(f'msg="stopping {name}"') for name in ("worker", "bot", "redis")]
+    assert stops == sorted(stops)
     # The bot recorded the request, the job and the vote in its SQLite file.
     stats = subprocess.run(
         [sys.executable, "-m", "demix", "stats", "--json"],
