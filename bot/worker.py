@@ -66,6 +66,7 @@ from separation import (
     Audio,
     EnsembleSeparator,
     InvalidAudioError,
+    ModelUnavailableError,
     UnknownStemError,
     decode_audio,
     encode_tracks,
@@ -159,8 +160,11 @@ def _startup(
             logger.warning("Bot API not reachable at startup: %s", exc)
         model = separator or _config_separator(settings)
         started = time.monotonic()
-        # Loading here, not in the first job, keeps the first user's wait honest.
-        await asyncio.to_thread(model.warm_up)
+        try:
+            # Loading here, not in the first job, keeps the first user's wait honest.
+            await asyncio.to_thread(model.warm_up)
+        except ModelUnavailableError as exc:
+            raise SystemExit(f"the separation models are not available: {exc}") from None
         logger.info("worker ready", extra={"models_load_s": round(time.monotonic() - started, 2)})
         ctx[STATE_KEY] = WorkerState(
             settings, bot, model, EditThrottle(settings.progress_edit_interval_s)
@@ -186,8 +190,8 @@ def worker_settings(
 ) -> dict[str, Any]:
     """Keyword arguments for ``arq.worker.Worker``: the separation function and its policy.
 
-    ``separator`` lets a caller share already-loaded models (tests, ``demix up``); without
-    it the worker builds one from the settings at startup.
+    ``separator`` lets a caller that runs workers in-process (tests) share already-loaded
+    models; without it the worker builds one from the settings at startup.
     """
     timeout_s = arq_job_timeout_s(settings)
     return {

@@ -686,3 +686,32 @@ async def test_file_over_the_configured_limit_fails_naming_it(
     final = status_texts(fake_bot_api, submitted)[-1] or ""
     assert final.startswith("❌") and "1 MB" in final
     assert not fake_bot_api.downloads()
+
+
+@pytest.mark.parametrize("problem", ["rejected token", "no models"])
+def test_demix_worker_exits_with_a_clear_error(
+    problem: str,
+    fake_bot_api: FakeBotApi,
+    redis_url: str,
+    model_repo: Path,
+    tmp_path: Path,
+) -> None:
+    env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    if problem == "rejected token":
+        env["TELEGRAM_BOT_TOKEN"] = "999999:WRONG-token-for-this-test"
+        expected = "TELEGRAM_BOT_TOKEN was rejected"
+    else:
+        (tmp_path / "empty-models").mkdir()
+        env["DEMIX_MODEL_REPO"] = str(tmp_path / "empty-models")
+        expected = "models are not available"
+    log = tmp_path / "worker.log"
+    process = _start_worker(env, tmp_path, log)
+    try:
+        assert process.wait(timeout=120) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    text = log.read_text()
+    assert expected in text, text
+    assert "WRONG-token" not in text and fake_bot_api.token.split(":")[1] not in text
