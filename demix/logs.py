@@ -18,6 +18,10 @@ from typing import Any, ClassVar
 _TOKEN_RE = re.compile(r"\b\d{3,12}:[A-Za-z0-9_-]{16,}")
 _URL_TOKEN_RE = re.compile(r"(/(?:file/)?bot)[^/\s]+")
 
+# arq's own job lines name the job in the message ("  1.20s → sep:7:vocals:separate(...)",
+# "job sep:7:vocals expired"); the id is lifted into a job_id field so one grep finds them.
+_ARQ_JOB_RE = re.compile(r"^\s*[\d.]+s \S+ (?P<ref>[^\s(]+)|^job (?P<job>[^\s,]+)")
+
 # Fields that are part of every record and are not rendered as extras.
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
@@ -57,6 +61,10 @@ class KeyValueFormatter(logging.Formatter):
             f"msg={_quote(record.getMessage())}",
         ]
         extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+        if "job_id" not in extras and record.name.startswith("arq"):
+            job_id = _arq_job_id(record.getMessage())
+            if job_id:
+                extras["job_id"] = job_id
         for key in self.FIRST_FIELDS:
             if key in extras:
                 fields.append(f"{key}={_quote(extras.pop(key))}")
@@ -64,6 +72,17 @@ class KeyValueFormatter(logging.Formatter):
         if record.exc_info:
             fields.append(f"exc={_quote(self.formatException(record.exc_info))}")
         return redact(" ".join(fields))
+
+
+def _arq_job_id(message: str) -> str | None:
+    match = _ARQ_JOB_RE.match(message)
+    if match is None:
+        return None
+    if match["job"]:
+        return match["job"]
+    # arq's ref is "<job id>:<function name>"; a bare function name has no job id.
+    ref = match["ref"]
+    return ref.rsplit(":", 1)[0] if ":" in ref else None
 
 
 def configure_logging(level: str = "INFO", process_name: str = "demix") -> None:

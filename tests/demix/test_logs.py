@@ -131,3 +131,21 @@ def test_redact_leaves_ordinary_text_alone() -> None:
     # The shortest token the tests use is still caught.
     assert redact("123456:TEST-token-not-real") == "<token>"
     assert redact(f"x {TOKEN} y") == "x <token> y"
+
+
+def test_arq_job_lines_get_a_job_id_field() -> None:
+    # arq's own format strings (arq/worker.py), so these lines look exactly like arq's.
+    lines = _run(
+        """
+        configure_logging("INFO", "worker")
+        log = logging.getLogger("arq.worker")
+        ref = "sep:12:drums+vocals:separate"
+        log.info("%6.2fs → %s(%s)%s", 0.5, ref, "chat_id=1", "")
+        log.info("%6.2fs ← %s ● %s", 9.25, ref, "{'tracks': []}")
+        log.info("%6.2fs ↻ %s retrying job in %0.2fs", 1.0, ref, 5.0)
+        log.warning("job %s expired", "sep:13:bass")
+        log.info("Starting worker for %d functions: %s", 1, "separate")
+        """
+    )
+    ids = [line.split("job_id=")[1].split()[0] if "job_id=" in line else None for line in lines]
+    assert ids == ["sep:12:drums+vocals"] * 3 + ["sep:13:bass", None]
