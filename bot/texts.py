@@ -153,6 +153,9 @@ WORKER_TIMED_OUT = (
 WORKER_UNAVAILABLE = "Telegram could not be reached just now. Please try again in a few minutes."
 WORKER_FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
 WORKER_UNDELIVERABLE = "the tracks could not be sent to this chat."
+WORKER_TRACKS_TOO_BIG = (
+    "the tracks are over Telegram's 50 MB upload limit for bots. Please send a shorter song."
+)
 
 
 def worker_separating(fraction: float) -> str:

@@ -115,9 +115,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, RetryAfter):
         return True
     if isinstance(exc, NetworkError):
-        # BadRequest subclasses NetworkError in PTB, but a 400 will not go away.
-        return not isinstance(exc, BadRequest)
+        # BadRequest subclasses NetworkError in PTB, but a 400 will not go away; nor will a
+        # 413 (an upload over the Bot API's size limit), which PTB reports as NetworkError.
+        return not isinstance(exc, BadRequest) and not _is_too_large(exc)
     return isinstance(exc, RedisConnectionError | RedisTimeoutError)
+
+
+def _is_too_large(exc: NetworkError) -> bool:
+    return "(413)" in exc.message or "entity too large" in exc.message.lower()
 
 
 def make_bot(settings: Settings) -> Bot:
@@ -442,3 +447,8 @@ async def _upload(
     except BadRequest as exc:
         logger.warning("upload refused: %s", exc.message, extra=extra)
         raise JobFailed(texts.WORKER_UNDELIVERABLE, "upload_refused") from exc
+    except NetworkError as exc:
+        if not _is_too_large(exc):
+            raise
+        logger.warning("upload too large: %s", exc.message, extra=extra)
+        raise JobFailed(texts.WORKER_TRACKS_TOO_BIG, "upload_too_large") from exc

@@ -715,3 +715,21 @@ def test_demix_worker_exits_with_a_clear_error(
     text = log.read_text()
     assert expected in text, text
     assert "WRONG-token" not in text and fake_bot_api.token.split(":")[1] not in text
+
+
+async def test_tracks_over_the_upload_limit_fail_without_retries(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    # What Telegram answers to an album over its 50 MB upload limit.
+    fake_bot_api.fail_next("sendMediaGroup", status=413, description="Request Entity Too Large")
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    assert len(fake_bot_api.calls("sendMediaGroup")) == 1
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "50 MB" in final
+    assert not rating_messages(fake_bot_api, submitted.job.chat_id)

@@ -70,7 +70,12 @@ def test_done_text_names_the_time_taken() -> None:
 
 def test_transient_errors_and_backoff(make_settings: Callable[..., Settings]) -> None:
     transient = (RetryAfter(3), TimedOut(), NetworkError("Bad Gateway"), RedisConnectionError())
-    permanent = (BadRequest("Bad Request: chat not found"), Forbidden("blocked"), ValueError())
+    permanent = (
+        BadRequest("Bad Request: chat not found"),
+        Forbidden("blocked"),
+        NetworkError("Request Entity Too Large (413)"),
+        ValueError(),
+    )
     assert all(is_transient(exc) for exc in transient)
     assert not any(is_transient(exc) for exc in permanent)
     settings = make_settings(retry_backoff_s=2.0, retry_backoff_max_s=10.0)
