@@ -78,12 +78,14 @@ class StatusMessage:
         message_id: int,
         throttle: EditThrottle,
         log_extra: Mapping[str, Any] | None = None,
+        max_wait_s: float | None = None,
     ) -> None:
         self.bot = bot
         self.chat_id = chat_id
         self.message_id = message_id
         self.throttle = throttle
         self.log_extra = dict(log_extra or {})
+        self.max_wait_s = max_wait_s if max_wait_s is not None else max(5.0, throttle.interval_s)
         self.text: str | None = None
         self.edits = 0
 
@@ -94,11 +96,20 @@ class StatusMessage:
         return await self._edit(text)
 
     async def show(self, text: str) -> bool:
-        """Show ``text``, waiting for the chat's turn (stage changes, the final state)."""
+        """Show ``text``, waiting for the chat's turn (stage changes, the final state).
+
+        Waits at most :attr:`max_wait_s` at a time: under a long flood-control ban the text
+        is dropped rather than holding the job (and its worker slot) open.
+        """
         if text == self.text:
             return False
         for _ in range(3):
             wait = self.throttle.wait_s(self.chat_id)
+            if wait > self.max_wait_s:
+                logger.warning(
+                    "status edit dropped: chat held back %.0fs", wait, extra=self.log_extra
+                )
+                return False
             if wait > 0:
                 await asyncio.sleep(wait)
             if await self._edit(text):

@@ -397,6 +397,12 @@ async def test_status_edits_survive_telegram_refusals(
         assert await status.show("🎛 Separating… 30%")
         gone = StatusMessage(bot, chat, 999_999, throttle)
         assert not await gone.show("✅ Done"), "a deleted status message does not raise"
+        # A long flood-control ban: the text is dropped instead of holding the job open.
+        fake_bot_api.fail_next("editMessageText", status=429, retry_after=60)
+        assert not await status.update("🎛 Separating… 40%")
+        started = asyncio.get_running_loop().time()
+        assert not await status.show("✅ Done")
+        assert asyncio.get_running_loop().time() - started < 1
     texts_now = status_texts(fake_bot_api, submitted)
     assert texts_now[-1] == "🎛 Separating… 30%"
     assert any(NOT_MODIFIED[:30] in (c.description or "") for c in fake_bot_api.calls())
