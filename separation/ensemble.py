@@ -142,6 +142,8 @@ class EnsembleSeparator:
         )
         self._models: dict[str, _LoadedModel] = {}
         self._identities: dict[str, str] = {}
+        # Every (model, source) estimate some pick can use under these blend weights.
+        self._usable = frozenset(self._requests(SOURCES))
         self._lock = threading.RLock()
 
     @property
@@ -325,12 +327,13 @@ class EnsembleSeparator:
     ) -> dict[tuple[str, str], np.ndarray]:
         """Run the sub-models ``runs`` of ``model``; return every source they complete."""
         ran = set(runs)
-        # A source is complete once every sub-model weighting it has run. With a cache all
-        # complete ones are kept (a later pick may want them); else only the wanted ones.
+        # A source is complete once every sub-model weighting it has run. With a cache the
+        # complete ones a later pick could use are kept too; else only the wanted ones.
         complete = [
             s
             for s in model.sources
-            if set(model.contributors(s)) <= ran and (self.cache is not None or s in wanted)
+            if set(model.contributors(s)) <= ran
+            and (s in wanted or (self.cache is not None and (model.name, s) in self._usable))
         ]
         sums: dict[str, torch.Tensor] = {}
         for i in runs:

@@ -30,6 +30,8 @@ def test_other_picks_of_a_cached_song_run_no_model(
     first = cached_separator(model_repo, tmp_path / "cache")
     six = first.separate(clip, SOURCES)
     assert first.model_passes == 4
+    # Stored: A's drums, bass, vocals and B's guitar, piano, other: what the blend can use.
+    assert first.cache is not None and len(first.cache.entries()) == 6
 
     # A fresh instance (another process, say) on the same folder loads no model at all.
     fresh = cached_separator(model_repo, tmp_path / "cache")
