@@ -1,0 +1,202 @@
+"""Speed of the separation engine against plain demucs, on one clip, in one run.
+
+Builds random-weight models with the pretrained architectures (htdemucs_ft: a bag of four
+4-source HTDemucs, htdemucs_6s: one 6-source HTDemucs) and reports seconds of work per
+second of audio for:
+
+  (a) plain demucs ``apply_model`` over model A, then model B (what a naive ensemble does);
+  (b) our full six-track request;
+  (c) our vocals-only request;
+  (d) a repeat six-track request served from the cache, by a fresh separator;
+
+plus the decode / separate / encode split of a full request and the peak memory.
+Targets: (b)/(a) <= 1.05, (c)/(b) <= 0.35, (d)/(b) <= 0.05.
+
+    python bench/speed.py [--seconds 10] [--repeat 1] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from separation import (
+    SOURCES,
+    EnsembleSeparator,
+    SeparatorConfig,
+    decode_audio,
+    encode_tracks,
+    resolve_device,
+)
+from separation.random_models import write_model_repo
+
+
+def synth_song(path: Path, seconds: float) -> Path:
+    """A music-like stereo mp3 (tones, pulses, noise): real decoding, real encoder delay."""
+    rng = np.random.default_rng(0)
+    n = int(seconds * 44100)
+    t = np.arange(n) / 44100
+    mix = np.zeros((2, n))
+    for ch in range(2):
+        for freq, amp in ((55.0, 0.2), (220.0 * (1 + ch * 0.01), 0.15), (660.0, 0.08)):
+            mix[ch] += amp * np.sin(2 * np.pi * freq * t + ch)
+        mix[ch] += 0.2 * (np.sin(2 * np.pi * 2.0 * t) > 0.9) * rng.standard_normal(n)
+        mix[ch] += 0.02 * rng.standard_normal(n)
+    pcm = np.ascontiguousarray(np.clip(mix, -0.95, 0.95).astype(np.float32).T)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "f32le",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            "-i",
+            "pipe:0",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "192k",
+            str(path),
+        ],
+        input=pcm.tobytes(),
+        check=True,
+    )
+    return path
+
+
+def best_of(repeat: int, run: Callable[[], object]) -> float:
+    """The fastest of ``repeat`` timed runs, in seconds (the least disturbed by other load)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure (best kept)")
+    parser.add_argument("--device", default="cpu", help="auto, cuda, mps or cpu")
+    parser.add_argument("--models", type=Path, default=None, help="reuse a model folder")
+    args = parser.parse_args(argv)
+
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    with tempfile.TemporaryDirectory(prefix="demix-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        repo = args.models or write_model_repo(tmp / "models", size="pretrained")
+        song = synth_song(tmp / "clip.mp3", args.seconds)
+        device = resolve_device(args.device)
+        print(
+            f"clip {args.seconds:.1f} s, device {device}, torch threads "
+            f"{torch.get_num_threads()}, repeat {args.repeat}",
+            flush=True,
+        )
+
+        decode_s = best_of(args.repeat, lambda: decode_audio(song))
+        audio = decode_audio(song)
+        duration = audio.duration_s
+
+        # (a) plain demucs, normalised as demucs's separate.py does.
+        model_a = get_model("htdemucs_ft", repo=repo)
+        model_b = get_model("htdemucs_6s", repo=repo)
+        mix = torch.from_numpy(audio.samples)
+        ref = mix.mean(0)
+        normalised = ((mix - ref.mean()) / (ref.std() + 1e-8))[None]
+
+        def plain() -> None:
+            for model in (model_a, model_b):
+                with torch.no_grad():
+                    apply_model(
+                        model, normalised, shifts=0, split=True, overlap=0.25, device=device
+                    )
+
+        config = SeparatorConfig(model_repo=repo, device=args.device)
+        separator = EnsembleSeparator(config)
+        separator.warm_up()
+        # One short request first, so no figure pays for first-call set-up.
+        separator.separate(audio, ["bass"])
+        plain_s = best_of(args.repeat, plain)
+        six_s = best_of(args.repeat, lambda: separator.separate(audio, SOURCES))
+        vocals_s = best_of(args.repeat, lambda: separator.separate(audio, ["vocals"]))
+
+        cache_dir = tmp / "cache"
+        EnsembleSeparator(
+            SeparatorConfig(model_repo=repo, device=args.device, cache_dir=cache_dir)
+        ).separate(audio, SOURCES)
+
+        def from_cache() -> None:
+            fresh = EnsembleSeparator(
+                SeparatorConfig(model_repo=repo, device=args.device, cache_dir=cache_dir)
+            )
+            fresh.separate(audio, SOURCES)
+            assert fresh.model_passes == 0 and not fresh.loaded_models
+
+        cached_s = best_of(args.repeat, from_cache)
+        tracks = separator.separate(audio, SOURCES)
+        encode_s = best_of(args.repeat, lambda: encode_tracks(tracks, tmp / "out", "clip"))
+        serial_s = best_of(
+            args.repeat,
+            lambda: [encode_tracks({k: v}, tmp / "serial", "clip") for k, v in tracks.items()],
+        )
+
+    def per_s(seconds: float) -> float:
+        return seconds / duration
+
+    print()
+    print("| figure | seconds | s per s of audio |")
+    print("| --- | ---: | ---: |")
+    rows = [
+        ("(a) plain apply_model, A then B", plain_s),
+        ("(b) six-track request", six_s),
+        ("(c) vocals-only request", vocals_s),
+        ("(d) six-track repeat from cache", cached_s),
+        ("decode (mp3 -> 44.1 kHz float)", decode_s),
+        ("encode 6 tracks, parallel", encode_s),
+        ("encode 6 tracks, one at a time", serial_s),
+    ]
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.3f} | {per_s(seconds):.4f} |")
+    print()
+    print("| ratio | measured | target |")
+    print("| --- | ---: | ---: |")
+    for name, value, target in (
+        ("(b)/(a)", six_s / plain_s, 1.05),
+        ("(c)/(b)", vocals_s / six_s, 0.35),
+        ("(d)/(b)", cached_s / six_s, 0.05),
+    ):
+        print(f"| {name} | {value:.3f} | <= {target} {'ok' if value <= target else 'MISSED'} |")
+    full = decode_s + six_s + encode_s
+    print()
+    print(
+        f"full six-track request: decode {decode_s / full:.1%}, separate {six_s / full:.1%}, "
+        f"encode {encode_s / full:.1%} of {full:.2f} s"
+    )
+    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB (models, clip, plain demucs run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
