@@ -42,6 +42,18 @@ def test_bss_eval_sources_matches_mir_eval(testdata: Path, case: str) -> None:
     assert list(result.permutation) == expected["Source permutation"]
 
 
+def test_without_permutation_keeps_the_given_order(testdata: Path) -> None:
+    folder = testdata / "bss_eval"
+    references = load_sources(folder / "ref01")
+    estimates = load_sources(folder / "est01")
+    expected = json.loads((folder / "output01.json").read_text())["Sources"]
+    labelled = bss_eval_sources(references, estimates, compute_permutation=False)
+    np.testing.assert_allclose(labelled.sdr, expected["Source to Distortion"], atol=1e-6)
+    swapped = bss_eval_sources(references, estimates[::-1], compute_permutation=False)
+    assert list(swapped.permutation) == [0, 1]
+    assert np.all(swapped.sdr < labelled.sdr)
+
+
 def test_shape_mismatch_is_refused() -> None:
     with pytest.raises(ValueError):
         bss_eval_sources(np.zeros((2, 10)), np.zeros((2, 11)))
