@@ -43,6 +43,12 @@ from tests.support.fake_bot_api import (
 from tests.support.waiting import async_wait_until
 
 USER = 501
+# Retries and status edits at test speed.
+FAST: dict[str, Any] = {
+    "retry_backoff_s": 0.05,
+    "retry_backoff_max_s": 0.2,
+    "progress_edit_interval_s": 0.2,
+}
 _request_ids = itertools.count(1000)
 
 
@@ -59,13 +65,7 @@ def separator(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Ens
 def settings(
     make_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, redis_url: str
 ) -> Settings:
-    return make_settings(
-        **fake_bot_api.settings_overrides(),
-        redis_url=redis_url,
-        retry_backoff_s=0.05,
-        retry_backoff_max_s=0.2,
-        progress_edit_interval_s=0.2,
-    )
+    return make_settings(**fake_bot_api.settings_overrides(), redis_url=redis_url, **FAST)
 
 
 @pytest.fixture
@@ -270,7 +270,7 @@ async def test_song_over_the_duration_limit_fails_naming_it(
     song: Path,
 ) -> None:
     settings = make_settings(
-        **fake_bot_api.settings_overrides(), redis_url=redis_url, max_duration_s=2
+        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_duration_s=2
     )
     submitted = await submit(fake_bot_api, settings, pool, song, ("bass",))
     worker = await run_worker_burst(settings, separator)
@@ -335,8 +335,8 @@ async def test_retries_exhausted_tell_the_user_to_try_later(
     settings = make_settings(
         **fake_bot_api.settings_overrides(),
         redis_url=redis_url,
+        **FAST,
         job_max_tries=2,
-        retry_backoff_s=0.05,
     )
     fake_bot_api.fail_next("getFile", status=502, times=5)
     submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
@@ -636,6 +636,7 @@ async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
     settings = make_settings(
         **fake_bot_api.settings_overrides(),
         redis_url=redis_url,
+        **FAST,
         job_timeout_base_s=3.0,
         job_timeout_per_audio_s=0.02,
     )
@@ -660,7 +661,7 @@ async def test_local_bot_api_server_lifts_the_download_limit(
 ) -> None:
     with FakeBotApi(TEST_TOKEN, local_mode=True) as local_api:
         settings = make_settings(
-            **local_api.settings_overrides(), redis_url=redis_url, max_file_mb=200
+            **local_api.settings_overrides(), **FAST, redis_url=redis_url, max_file_mb=200
         )
         submitted = await submit(
             local_api, settings, pool, song, ("vocals",), declared_size=25 * MB
@@ -684,7 +685,7 @@ async def test_file_over_the_configured_limit_fails_naming_it(
     song: Path,
 ) -> None:
     settings = make_settings(
-        **fake_bot_api.settings_overrides(), redis_url=redis_url, max_file_mb=1
+        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_file_mb=1
     )
     submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=3 * MB)
     worker = await run_worker_burst(settings, separator)
