@@ -331,7 +331,9 @@ async def _produce_and_deliver(
     limit = asyncio.timeout(start + job_deadline_s(settings, settings.max_duration_s))
     try:
         async with limit:
-            with tempfile.TemporaryDirectory(prefix="job-", dir=work_root) as tmp:
+            with tempfile.TemporaryDirectory(
+                prefix="job-", dir=work_root, ignore_cleanup_errors=True
+            ) as tmp:
                 await status.show(texts.WORKER_DOWNLOADING)
                 mark = time.monotonic()
                 song_path = await _download(state.bot, job, Path(tmp) / "input", settings)
