@@ -303,15 +303,20 @@ async def test_transient_telegram_errors_are_retried_then_delivered_once(
     settings: Settings,
     pool: ArqRedis,
     separator: EnsembleSeparator,
-    song: Path,
+    tmp_path: Path,
 ) -> None:
     fake_bot_api.fail_next("getFile", status=429, retry_after=1)
+    # After the separation: the retry finds the sources in the cache.
     fake_bot_api.fail_next("sendMediaGroup", status=502)
     # The album is in by then: the retry must send the rating, not the album again.
     fake_bot_api.fail_next("sendMessage", status=500, when=lambda params: "reply_markup" in params)
+    song = make_song(tmp_path / "Test Song.mp3", seconds=3.0, seed=21)
+    passes = separator.model_passes
     submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "bass"))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 3)
+    # One pass per needed sub-model of the bag (vocals, bass), once over all tries.
+    assert separator.model_passes - passes == 2
     chat = submitted.job.chat_id
     assert [m.file_name for m in fake_bot_api.audio_messages(chat)] == [
         "Test Song - bass.mp3",
