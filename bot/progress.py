@@ -52,7 +52,15 @@ class EditThrottle:
 
     def record(self, chat_id: int) -> None:
         """Note an edit sent now."""
-        self._next_allowed[chat_id] = self._clock() + self.interval_s
+        now = self._clock()
+        # Forget chats whose wait is over, so a long-running worker does not grow this.
+        for done in [chat for chat, until in self._next_allowed.items() if until <= now]:
+            del self._next_allowed[done]
+        self._next_allowed[chat_id] = now + self.interval_s
+
+    def tracked_chats(self) -> set[int]:
+        """Chats with an edit spacing still on record."""
+        return set(self._next_allowed)
 
     def back_off(self, chat_id: int, seconds: float) -> None:
         """Telegram asked to wait (RetryAfter): no edit in this chat before then."""

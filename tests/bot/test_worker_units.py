@@ -36,6 +36,8 @@ def test_throttle_spaces_edits_per_chat() -> None:
     assert throttle.wait_s(1) == pytest.approx(1.0)
     clock.now += 1.0
     assert throttle.wait_s(1) == 0.0
+    throttle.record(2)
+    assert throttle.tracked_chats() == {2}, "chats whose wait is over are forgotten"
 
 
 def test_throttle_backs_off_for_retry_after() -> None:
