@@ -39,6 +39,8 @@ class AudioInfo:
         codec: ffmpeg's codec name, e.g. ``"mp3"``.
         title: the title tag, when there is one.
         artist: the artist tag, when there is one.
+        duration_estimated: ffprobe guessed the duration from the bitrate (an mp3 without
+            a Xing/LAME header), so it may be far off; the decoded length is the truth.
     """
 
     duration_s: float
@@ -47,6 +49,7 @@ class AudioInfo:
     codec: str
     title: str | None = None
     artist: str | None = None
+    duration_estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def probe_audio(path: Path) -> AudioInfo:
         [
             "ffprobe",
             "-v",
-            "error",
+            "warning",
             "-select_streams",
             "a:0",
             "-show_entries",
@@ -125,6 +128,7 @@ def probe_audio(path: Path) -> AudioInfo:
         codec=str(stream.get("codec_name", "unknown")),
         title=_tag(tags, "title"),
         artist=_tag(tags, "artist"),
+        duration_estimated=b"Estimating duration from bitrate" in result.stderr,
     )
 
 
@@ -198,8 +202,11 @@ def decode_audio(path: Path) -> Audio:
     if not np.isfinite(samples).all():
         raise InvalidAudioError(f"{path}: decoded samples are not finite")
     decoded_s = frames / SAMPLERATE
-    if info.duration_s and decoded_s < min(
-        info.duration_s * _TRUNCATION_RATIO, info.duration_s - _TRUNCATION_TOLERANCE_S
+    if (
+        info.duration_s
+        and not info.duration_estimated
+        and decoded_s
+        < min(info.duration_s * _TRUNCATION_RATIO, info.duration_s - _TRUNCATION_TOLERANCE_S)
     ):
         raise InvalidAudioError(
             f"{path}: truncated: {decoded_s:.2f}s decoded of {info.duration_s:.2f}s declared"

@@ -112,6 +112,24 @@ def test_real_music_excerpt_decodes(testdata: Path, tmp_path: Path) -> None:
     assert abs(again.samples.shape[1] - audio.samples.shape[1]) <= LENGTH_TOLERANCE
 
 
+def test_vbr_mp3_without_header_is_not_mistaken_for_truncated(tmp_path: Path) -> None:
+    """Without a Xing header ffprobe guesses an mp3's duration from its first frames'
+    bitrate; a quiet start makes that guess far too long."""
+    path = tmp_path / "vbr.mp3"
+    source = "aevalsrc=if(lt(t\\,3)\\,0\\,0.3*sin(2*PI*440*t)+0.2*(random(0)-0.5)):s=44100:d=8"
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", source, "-ac", "2"),
+            *("-c:a", "libmp3lame", "-q:a", "2", "-write_xing", "0", str(path)),
+        ],
+        check=True,
+    )
+    info = probe_audio(path)
+    assert info.duration_estimated
+    audio = decode_audio(path)
+    assert audio.duration_s == pytest.approx(8.0, abs=0.06)
+
+
 def test_very_short_audio_and_silence_decode(tmp_path: Path) -> None:
     short = decode_audio(make_song(tmp_path / "short.wav", 0.2))
     assert short.samples.shape == (2, round(0.2 * SAMPLERATE))
