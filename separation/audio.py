@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import subprocess
+import tempfile
 import unicodedata
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,8 @@ MAX_SONG_NAME_CHARS = 100
 # A decoded length this much shorter than the container declares means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_RATIO = 0.9
+# Samples per block written to an encoder (about 1.5 s).
+_ENCODE_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -324,11 +328,28 @@ def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None)
     if artist:
         cmd += ["-metadata", f"artist={artist}"]
     cmd += ["-f", "mp3", str(tmp)]
-    interleaved = np.ascontiguousarray(samples.T, dtype=np.float32)
     try:
-        result = subprocess.run(cmd, input=interleaved.data.cast("B"), capture_output=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"ffmpeg could not encode {path.name}: {_last_line(result.stderr)}")
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
+            )
+            assert process.stdin is not None
+            try:
+                # Fed in blocks: interleaving a whole song at once would cost one more copy
+                # of it per encoder running.
+                for start in range(0, samples.shape[1], _ENCODE_BLOCK):
+                    block = samples[:, start : start + _ENCODE_BLOCK]
+                    process.stdin.write(np.ascontiguousarray(block.T, dtype=np.float32).data)
+            except BrokenPipeError:
+                pass  # ffmpeg stopped early; its status and message say why
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.close()
+            status = process.wait()
+            if status != 0:
+                errors.seek(0)
+                message = _last_line(errors.read())
+                raise RuntimeError(f"ffmpeg could not encode {path.name}: {message}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

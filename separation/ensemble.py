@@ -325,7 +325,8 @@ class EnsembleSeparator:
         before_chunk: Callable[[], None],
         after_chunk: Callable[[], None],
     ) -> dict[tuple[str, str], np.ndarray]:
-        """Run the sub-models ``runs`` of ``model``; return every source they complete."""
+        """Run the sub-models ``runs`` of ``model``; cache every source they complete and
+        return the ``wanted`` ones."""
         ran = set(runs)
         # A source is complete once every sub-model weighting it has run. With a cache the
         # complete ones a later pick could use are kept too; else only the wanted ones.
@@ -344,21 +345,26 @@ class EnsembleSeparator:
             )
             self.model_passes += 1
             for j, source in enumerate(keep):
-                weighted = out[j] * model.weights[i][keep_idx[j]]
+                weight = model.weights[i][keep_idx[j]]
                 if source in sums:
-                    sums[source] += weighted
+                    sums[source] += out[j] * weight
+                elif weight == 1.0:
+                    sums[source] = out[j]  # a view: no copy of a whole song per source
                 else:
-                    sums[source] = weighted
+                    sums[source] = out[j] * weight
             del out
         results: dict[tuple[str, str], np.ndarray] = {}
         for source in complete:
             total = sum(row[model.sources.index(source)] for row in model.weights)
-            estimate = sums.pop(source) / total
-            estimate = estimate * std + mean
+            # In place: `sums` owns these tensors, and a long song's copies add up.
+            estimate = sums.pop(source)
+            estimate.div_(total).mul_(std).add_(mean)
             array = np.ascontiguousarray(estimate[:, :length].numpy(), dtype=np.float32)
             del estimate
             self._cache_put(digest, model.name, source, array)
-            results[(model.name, source)] = array
+            if source in wanted:
+                results[(model.name, source)] = array
+            del array
         return results
 
     def _chunk_offsets(self, sub_model: Any, length: int) -> range:
