@@ -181,9 +181,12 @@ class EnsembleSeparator:
         """
         stems = list(stems)
         needed = sources_to_estimate(stems)
+        mix = np.ascontiguousarray(audio.samples, dtype=np.float32)
+        if mix.ndim != 2 or mix.shape[0] != 2 or mix.shape[1] == 0:
+            raise ValueError(f"audio samples are a non-empty (2, n) array, not {mix.shape}")
         with self._lock:
-            estimates = self._estimate(audio.samples, needed, progress, should_cancel)
-        return assemble_tracks(audio.samples, estimates, stems)
+            estimates = self._estimate(mix, needed, progress, should_cancel)
+        return assemble_tracks(mix, estimates, stems)
 
     def warm_up(self) -> None:
         """Load both models now (e.g. at worker start) instead of on the first request."""

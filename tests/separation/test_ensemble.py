@@ -183,6 +183,18 @@ def test_unknown_stems_are_refused_before_any_model_runs(model_repo: Path, clip:
     assert separator.loaded_models == ()
 
 
+def test_samples_of_the_wrong_shape_are_refused(separator: EnsembleSeparator) -> None:
+    for samples in (np.zeros((1, 100), np.float32), np.zeros((2, 0), np.float32)):
+        with pytest.raises(ValueError, match="2, n"):
+            separator.separate(audio_of(samples), ["vocals"])
+
+
+def test_float64_samples_are_accepted(separator: EnsembleSeparator, clip: Audio) -> None:
+    as_float64 = audio_of(clip.samples.astype(np.float64))
+    tracks = separator.separate(as_float64, ["vocals"])
+    np.testing.assert_array_equal(tracks["vocals"], separator.separate(clip, ["vocals"])["vocals"])
+
+
 async def test_can_run_in_worker_threads(separator: EnsembleSeparator, clip: Audio) -> None:
     first, second = await asyncio.gather(
         asyncio.to_thread(separator.separate, clip, ["bass"]),
