@@ -82,6 +82,7 @@ MB = 1024 * 1024
 FINISH_MARGIN_S = 10.0
 # How long a cancelled job waits for the separation thread to stop at its next chunk.
 CANCEL_GRACE_S = 5.0
+WORKER_HEALTH_CHECK_INTERVAL_S = 60
 
 
 @dataclass
@@ -217,6 +218,9 @@ def worker_settings(
         "max_tries": settings.job_max_tries,
         "keep_result": settings.job_keep_result_s,
         "allow_abort_jobs": True,
+        # The health key outlives its interval by a second: a hung worker shows within a
+        # minute (arq's default interval is an hour).
+        "health_check_interval": WORKER_HEALTH_CHECK_INTERVAL_S,
         "burst": burst,
         "handle_signals": handle_signals,
         "poll_delay": poll_delay_s,
