@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = tuple(args.names.split(","))
     with tempfile.TemporaryDirectory(prefix="demix-quality-") as tmp:
-        repo = args.models or write_model_repo(Path(tmp) / "models", names=names)  # type: ignore[arg-type]
+        repo = args.models or write_model_repo(Path(tmp) / "models", names=names)
         base = {"model_repo": repo, "device": args.device, "models": names}
         systems = {
             "A alone": SeparatorConfig(**base, blend_weights={s: 1.0 for s in PICK}),
