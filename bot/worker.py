@@ -393,7 +393,9 @@ async def _download(bot: Bot, job: SeparationJob, dest: Path, settings: Settings
 async def _load_audio(path: Path, settings: Settings) -> Audio:
     try:
         info = await asyncio.to_thread(probe_audio, path)
-        if info.duration_s > settings.max_duration_s:
+        # ffprobe's guess from the bitrate (an mp3 without a Xing header) can be far off;
+        # then only the decoded length below may refuse the song.
+        if info.duration_s > settings.max_duration_s and not info.duration_estimated:
             raise JobFailed(texts.too_long(settings.max_duration_s), "too_long")
         audio = await asyncio.to_thread(decode_audio, path)
     except InvalidAudioError as exc:

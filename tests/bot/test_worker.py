@@ -30,7 +30,7 @@ from bot.jobs import SEPARATE_JOB, JobFailed, JobOutcome, SeparationJob, separat
 from bot.progress import EditThrottle, StatusMessage
 from bot.worker import STATE_KEY, separate_job, worker_settings
 from demix.settings import Settings
-from separation import EnsembleSeparator, SeparatorConfig
+from separation import EnsembleSeparator, SeparatorConfig, probe_audio
 from tests.support.audio import decode, make_song
 from tests.support.fake_bot_api import (
     MB,
@@ -280,6 +280,42 @@ async def test_song_over_the_duration_limit_fails_naming_it(
     assert not fake_bot_api.audio_messages(submitted.job.chat_id)
     info = await result_of(pool, submitted.job_id)
     assert isinstance(info.result, JobFailed) and info.result.reason == "too_long"
+
+
+async def test_a_guessed_duration_over_the_limit_does_not_refuse_a_short_song(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+) -> None:
+    # A VBR mp3 without a Xing header and a quiet start: ffprobe guesses its duration from
+    # the first frames' low bitrate, far longer than the 8 s it decodes to.
+    song = tmp_path / "Quiet Start.mp3"
+    source = "aevalsrc=if(lt(t\\,3)\\,0\\,0.3*sin(2*PI*440*t)+0.2*(random(0)-0.5)):s=44100:d=8"
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", source, "-ac", "2"),
+            *("-c:a", "libmp3lame", "-q:a", "2", "-write_xing", "0", str(song)),
+        ],
+        check=True,
+    )
+    guessed = probe_audio(song)
+    assert guessed.duration_estimated and guessed.duration_s > 12
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_duration_s=12
+    )
+    submitted = await submit(
+        fake_bot_api, settings, pool, song, ("vocals",), song_name="Quiet Start"
+    )
+    worker = await run_worker_burst(settings, separator)
+    assert worker.jobs_complete == 1
+    tracks = fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert [m.file_name for m in tracks] == [
+        "Quiet Start - vocals.mp3",
+        "Quiet Start - no_vocals.mp3",
+    ]
 
 
 async def test_file_over_telegrams_download_limit_fails_naming_it(
