@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU build on machines without a GPU; override for CUDA, e.g. TORCH_SPEC="torch==2.13.0".
+# Installed before the project so that pip keeps it (CPU or CUDA build, whichever pip finds).
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install up test lint format bench clean
