@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
+from songs import make_song
 
 from separation import (
     SOURCES,
@@ -38,45 +37,6 @@ from separation import (
     resolve_device,
 )
 from separation.random_models import write_model_repo
-
-
-def synth_song(path: Path, seconds: float) -> Path:
-    """A music-like stereo mp3 (tones, pulses, noise): real decoding, real encoder delay."""
-    rng = np.random.default_rng(0)
-    n = int(seconds * 44100)
-    t = np.arange(n) / 44100
-    mix = np.zeros((2, n))
-    for ch in range(2):
-        for freq, amp in ((55.0, 0.2), (220.0 * (1 + ch * 0.01), 0.15), (660.0, 0.08)):
-            mix[ch] += amp * np.sin(2 * np.pi * freq * t + ch)
-        mix[ch] += 0.2 * (np.sin(2 * np.pi * 2.0 * t) > 0.9) * rng.standard_normal(n)
-        mix[ch] += 0.02 * rng.standard_normal(n)
-    pcm = np.ascontiguousarray(np.clip(mix, -0.95, 0.95).astype(np.float32).T)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "f32le",
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-            "-i",
-            "pipe:0",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "192k",
-            str(path),
-        ],
-        input=pcm.tobytes(),
-        check=True,
-    )
-    return path
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:
@@ -107,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="demix-bench-") as tmp_name:
         tmp = Path(tmp_name)
         repo = args.models or write_model_repo(tmp / "models", size="pretrained")
-        song = synth_song(tmp / "clip.mp3", args.seconds)
+        song = make_song(tmp / "clip.mp3", args.seconds)
         device = resolve_device(args.device)
         print(
             f"clip {args.seconds:.1f} s, device {device}, torch threads "
