@@ -397,7 +397,7 @@ async def _load_audio(path: Path, settings: Settings) -> Audio:
         # then only the decoded length below may refuse the song.
         if info.duration_s > settings.max_duration_s and not info.duration_estimated:
             raise JobFailed(texts.too_long(settings.max_duration_s), "too_long")
-        audio = await asyncio.to_thread(decode_audio, path)
+        audio = await asyncio.to_thread(decode_audio, path, info)
     except InvalidAudioError as exc:
         raise JobFailed(exc.user_message, "invalid_audio") from exc
     # A container may declare no duration, or a wrong one: the decoded length decides.

@@ -149,7 +149,7 @@ def _last_line(stderr: bytes) -> str:
     return lines[-1] if lines else "no message"
 
 
-def decode_audio(path: Path) -> Audio:
+def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
     """Decode ``path`` to 44.1 kHz stereo float32.
 
     Mono is duplicated to both channels; more than two channels are downmixed by ffmpeg.
@@ -157,6 +157,8 @@ def decode_audio(path: Path) -> Audio:
 
     Args:
         path: any file ffmpeg decodes (mp3, wav, flac, ogg/opus, m4a/aac, ...).
+        info: what :func:`probe_audio` said of ``path``, when the caller already asked
+            (saves a second probe).
 
     Returns:
         The decoded :class:`Audio`.
@@ -164,7 +166,8 @@ def decode_audio(path: Path) -> Audio:
     Raises:
         InvalidAudioError: not audio, empty, no samples, or cut short (truncated).
     """
-    info = probe_audio(path)
+    if info is None:
+        info = probe_audio(path)
     # ffmpeg's own mono-to-stereo upmix is not a plain copy, so mono is decoded as mono.
     out_channels = 1 if info.channels == 1 else 2
     result = subprocess.run(
