@@ -202,8 +202,12 @@ class Handlers:
                 await query.answer(texts.ALREADY_DELIVERED, show_alert=True)
                 return
             if state.state == "failed":
-                await query.answer(texts.RECENTLY_FAILED, show_alert=True)
-                return
+                if not state.retryable:
+                    await query.answer(texts.RECENTLY_FAILED, show_alert=True)
+                    return
+                # Our side failed, not the song: the same pick runs again under its id.
+                await queue.forget(job_id)
+                logger.info("failed job started again", extra=extra)
             position = await queue.waiting_count() + 1
         except QueueUnavailable as exc:
             logger.warning("queue unreachable at enqueue: %s", exc, extra=extra)

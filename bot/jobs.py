@@ -66,6 +66,11 @@ class JobOutcome:
         return cls(tuple(data["tracks"]), float(data["audio_seconds"]), dict(data["timings"]))
 
 
+# JobFailed reasons that say nothing about the song: pressing Separate again may succeed.
+# Every other reason (undecodable, too long, too big, ...) would fail the same way again.
+RETRYABLE_REASONS = frozenset({"unavailable", "timeout"})
+
+
 class JobFailed(Exception):
     """A job failed for a reason the user should read (bad input, limits); not retried.
 

@@ -11,11 +11,18 @@ from datetime import datetime
 from typing import Any, Literal
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import default_queue_name, in_progress_key_prefix
+from arq.constants import default_queue_name, in_progress_key_prefix, result_key_prefix
 from arq.jobs import DeserializationError, Job, JobStatus
 from redis.exceptions import RedisError
 
-from bot.jobs import SEPARATE_JOB, JobFailed, JobOutcome, SeparationJob, separation_job_id
+from bot.jobs import (
+    RETRYABLE_REASONS,
+    SEPARATE_JOB,
+    JobFailed,
+    JobOutcome,
+    SeparationJob,
+    separation_job_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,9 @@ class JobState:
     # timeout, retries exhausted).
     error: str | None = None
     user_message: str | None = None
+    # Failed jobs: True when the failure was on our side (crash, retries exhausted, Telegram
+    # unavailable, deadline), so the same pick may be started again.
+    retryable: bool = False
     enqueued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -169,5 +179,14 @@ class QueueClient:
             return finished(
                 error=f"{result.result.reason}: {result.result.user_message}",
                 user_message=result.result.user_message,
+                retryable=result.result.reason in RETRYABLE_REASONS,
             )
-        return finished(error=repr(result.result))
+        return finished(error=repr(result.result), retryable=True)
+
+    async def forget(self, job_id: str) -> None:
+        """Drop a finished job's stored result, so the same job id can be enqueued again."""
+        redis = await self._redis()
+        try:
+            await redis.delete(result_key_prefix + job_id)
+        except _REDIS_ERRORS as exc:
+            raise QueueUnavailable(str(exc)) from exc

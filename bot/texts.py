@@ -74,7 +74,8 @@ NOTHING_PICKED = "Pick at least one stem first, then press Separate."
 ALREADY_QUEUED = "Already on it: this selection is queued or being separated."
 ALREADY_DELIVERED = "This selection was already separated: the tracks are above."
 RECENTLY_FAILED = (
-    "This selection failed (see the status message). To try it again, send the song again."
+    "This song can't be separated (the status message says why): trying again would fail "
+    "the same way."
 )
 VOTE_THANKS = {"up": "Thanks! Glad it worked 👍", "down": "Thanks for telling me 👎"}
 VOTE_CHANGED = "Vote changed, thanks!"
@@ -101,7 +102,10 @@ def queued(position: int | None) -> str:
 
 
 JOB_LOST = "❌ Separation failed: the job was lost. Please press Separate again."
-JOB_CRASHED = "❌ Separation failed because of an error on our side. Please try again later."
+JOB_CRASHED = (
+    "❌ Separation failed because of an error on our side. Please try again later: "
+    "press Separate again."
+)
 
 
 def job_failed(reason: str) -> str:
@@ -148,9 +152,13 @@ WORKER_DOWNLOADING = "⬇️ Downloading your song…"
 WORKER_UPLOADING = "⬆️ Sending the tracks…"
 RATING_PROMPT = "How did the separation turn out? Rate it:"
 WORKER_TIMED_OUT = (
-    "it took too long and was stopped. Please try again later or send a shorter song."
+    "it took too long and was stopped. Please try again later (press Separate again) "
+    "or send a shorter song."
 )
-WORKER_UNAVAILABLE = "Telegram could not be reached just now. Please try again in a few minutes."
+WORKER_UNAVAILABLE = (
+    "Telegram could not be reached just now. Please try again in a few minutes: "
+    "press Separate again."
+)
 WORKER_FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
 WORKER_UNDELIVERABLE = "the tracks could not be sent to this chat."
 WORKER_TRACKS_TOO_BIG = (

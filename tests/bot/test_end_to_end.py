@@ -298,6 +298,67 @@ async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
         assert fake_bot_api.audio_messages(USER) == []
 
 
+async def test_a_job_that_failed_on_our_side_can_be_started_again(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    shared_separator: Any,
+    redis_url: str,
+) -> None:
+    settings = bot_settings(job_max_tries=2)
+    job_id = separation_job_id(1, ["drums"])
+    async with running_bot(settings) as bot:
+        sent = fake_bot_api.send_audio(USER, song)
+        picker = await pick_and_separate(fake_bot_api, USER, sent, ["drums"])
+        # Every try died with its worker: arq gives the job up, the bot reports a crash.
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.set(f"arq:retry:{job_id}", settings.job_max_tries)
+        finally:
+            client.close()
+        async with running_worker(settings, shared_separator):
+            await async_wait_until(
+                lambda: fake_bot_api.last_message(USER, containing=texts.JOB_CRASHED),
+                timeout=JOB_TIMEOUT_S,
+            )
+            await async_wait_until(lambda: _finished(bot.services.db.get_job(job_id)))
+            answer = await press(
+                fake_bot_api, USER, picker, picker.button("Separate").callback_data
+            )
+            assert not answer.show_alert
+            tracks = await wait_for_tracks(fake_bot_api, USER, 2)
+            # The worker finishes the job (rating, status, result) after the uploads.
+            job = await async_wait_until(
+                lambda: _finished(bot.services.db.get_job(job_id)), timeout=JOB_TIMEOUT_S
+            )
+        assert [t.file_name for t in tracks] == [
+            "Test Song - drums.mp3",
+            "Test Song - no_drums.mp3",
+        ]
+        assert job.status == "done"
+
+
+async def test_a_song_that_failed_is_not_started_again(
+    bot_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    shared_separator: Any,
+) -> None:
+    settings = bot_settings()
+    job_id = separation_job_id(1, ["vocals"])
+    async with running_bot(settings) as bot, running_worker(settings, shared_separator):
+        sent = fake_bot_api.send_document(USER, b"not an mp3 at all" * 50, "fake.mp3")
+        picker = await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
+        await async_wait_until(
+            lambda: _finished(bot.services.db.get_job(job_id)), timeout=JOB_TIMEOUT_S
+        )
+        downloads = len(fake_bot_api.downloads())
+        answer = await press(fake_bot_api, USER, picker, picker.button("Separate").callback_data)
+        assert answer.show_alert and answer.text == texts.RECENTLY_FAILED
+        job = await bot.services.db.get_job(job_id)
+        assert job is not None and job.status == "failed"
+        assert len(fake_bot_api.downloads()) == downloads
+
+
 async def test_job_lost_from_redis_is_reported_and_can_be_started_again(
     bot_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
