@@ -268,6 +268,15 @@ async def test_outcome_recorded_after_a_bot_restart(
         assert job.status == "done" and job.tracks == ("other", "no_other")
 
 
+def use_up_tries(redis_url: str, job_id: str, tries: int) -> None:
+    """Record ``tries`` tries of ``job_id`` in arq, as if each had died with its worker."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"arq:retry:{job_id}", tries)
+    finally:
+        client.close()
+
+
 async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
     bot_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
@@ -282,11 +291,7 @@ async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
         await pick_and_separate(fake_bot_api, USER, sent, ["bass"])
         # As if earlier tries had all died with their worker: arq gives the job up without
         # running it, so the worker never gets to edit the status message.
-        client = redis.Redis.from_url(redis_url)
-        try:
-            client.set(f"arq:retry:{job_id}", settings.job_max_tries)
-        finally:
-            client.close()
+        use_up_tries(redis_url, job_id, settings.job_max_tries)
         async with running_worker(settings, shared_separator):
             status = await async_wait_until(
                 lambda: fake_bot_api.last_message(USER, containing=texts.JOB_CRASHED),
@@ -311,11 +316,7 @@ async def test_a_job_that_failed_on_our_side_can_be_started_again(
         sent = fake_bot_api.send_audio(USER, song)
         picker = await pick_and_separate(fake_bot_api, USER, sent, ["drums"])
         # Every try died with its worker: arq gives the job up, the bot reports a crash.
-        client = redis.Redis.from_url(redis_url)
-        try:
-            client.set(f"arq:retry:{job_id}", settings.job_max_tries)
-        finally:
-            client.close()
+        use_up_tries(redis_url, job_id, settings.job_max_tries)
         async with running_worker(settings, shared_separator):
             await async_wait_until(
                 lambda: fake_bot_api.last_message(USER, containing=texts.JOB_CRASHED),
