@@ -1,13 +1,18 @@
 """Separation quality on MUSDB-format ``.stem.mp4`` files: SDR per source for model A alone,
-model B alone and the ensemble.
+model B alone and the ensemble, measured as MUSDB18 results are published.
 
 Each system answers the pick drums + bass + vocals through the real pipeline; MUSDB's
-``other`` (everything else) is then the ``rest`` track. SDR is BSS Eval's (mir_eval's
-``bss_eval_sources``, 512-tap filter, labelled stems, per channel, averaged), checked
-against mir_eval's test vectors by tests/separation/test_metrics.py; the plain SDR
-(no filter) is shown next to it. With random test models the figures are a smoke run;
-with the pretrained weights (``--models`` = a folder filled by ``demix models fetch``)
-they are the quality figures.
+``other`` (everything else) is then the ``rest`` track. The four sources of a song are
+scored together by museval (``museval.evaluate``: BSS Eval v4, the images version with
+time-invariant 512-tap distortion filters, on 1 s frames without overlap at 44.1 kHz, as
+``museval.eval_mus_track`` scores a MUSDB18 track; in this version a frame's SDR is the
+reference's energy over that of estimate minus reference, in dB). A frame where any
+reference or estimate is silent is NaN. A song's figure per source is the median SDR over
+its frames with NaN frames left out, as museval's ``TrackStore`` and ``EvalStore``
+aggregate; the last column is the median over songs. Unlike museval's store, which turns
+an infinite frame (estimate equal to its reference) into NaN, such a frame counts as +inf
+here. With random test models the figures are a smoke run; with the pretrained weights
+(``--models`` = a folder filled by ``demix models fetch``) they are the quality figures.
 
     python bench/quality.py [FOLDER] [--models DIR] [--device auto] [--blend vocals=0.5 ...]
 """
@@ -20,17 +25,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+import museval
 import numpy as np
 
 from separation import EnsembleSeparator, SeparatorConfig
 from separation.audio import Audio, AudioInfo
-from separation.metrics import bss_eval_sources, signal_to_distortion
 from separation.random_models import write_model_repo
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "musdb7"
 # Stream order of a MUSDB .stem.mp4 file.
 STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
 EVALUATED = ("drums", "bass", "other", "vocals")
+SAMPLERATE = 44100
+# museval's MUSDB18 setting: 1 s frames, no overlap.
+FRAME = SAMPLERATE
 PICK = ["drums", "bass", "vocals"]
 
 
@@ -60,20 +68,42 @@ def read_stream(path: Path, index: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32).reshape(-1, 2).T.copy()
 
 
-def evaluate(references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> dict:
-    """Per source: (BSS Eval SDR averaged over channels, plain SDR over both channels)."""
-    n = min(len(references["mixture"][0]), *(len(e[0]) for e in estimates.values()))
-    figures: dict[str, tuple[float, float]] = {}
-    per_channel = []
-    for channel in range(2):
-        refs = np.stack([references[s][channel, :n] for s in EVALUATED])
-        ests = np.stack([estimates[s][channel, :n] for s in EVALUATED])
-        per_channel.append(bss_eval_sources(refs, ests, compute_permutation=False).sdr)
-    bss = np.mean(per_channel, axis=0)
-    for k, source in enumerate(EVALUATED):
-        plain = signal_to_distortion(references[source][:, :n], estimates[source][:, :n])
-        figures[source] = (float(bss[k]), plain)
-    return figures
+def frame_sdrs(
+    references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """SDR in dB per 1 s frame of each source in ``estimates``, by museval's BSS Eval v4.
+
+    ``references`` and ``estimates`` map a source to its ``(channels, n)`` signal at 44.1 kHz;
+    the sources of ``estimates`` are scored together against the references of the same
+    names (labelled, no permutation). Estimates are cut or zero-padded to the references'
+    length, as museval does. A frame where any reference or estimate is silent is NaN.
+    """
+    sources = list(estimates)
+    n = min(references[s].shape[1] for s in sources)
+    refs = np.stack([references[s][:, :n].T for s in sources]).astype(np.float64)
+    ests = np.stack([_fit(estimates[s], n).T for s in sources]).astype(np.float64)
+    sdr, _isr, _sir, _sar = museval.evaluate(refs, ests, win=FRAME, hop=FRAME, mode="v4")
+    return {source: np.asarray(sdr[k], dtype=np.float64) for k, source in enumerate(sources)}
+
+
+def _fit(signal: np.ndarray, n: int) -> np.ndarray:
+    if signal.shape[1] >= n:
+        return signal[:, :n]
+    return np.pad(signal, [(0, 0), (0, n - signal.shape[1])])
+
+
+def nan_median(values: np.ndarray | list[float]) -> float:
+    """The median of the values that are not NaN (NaN when none is), as museval aggregates."""
+    values = np.asarray(values, dtype=np.float64)
+    kept = values[~np.isnan(values)]
+    return float(np.median(kept)) if kept.size else float("nan")
+
+
+def evaluate(
+    references: dict[str, np.ndarray], estimates: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Per source of ``estimates``: the median over frames of museval's BSS Eval v4 SDR."""
+    return {source: nan_median(sdrs) for source, sdrs in frame_sdrs(references, estimates).items()}
 
 
 def parse_blend(values: list[str]) -> dict[str, float]:
@@ -85,7 +115,7 @@ def parse_blend(values: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("folder", type=Path, nargs="?", default=DEFAULT_FOLDER)
     parser.add_argument(
         "--models",
@@ -118,15 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             "ensemble": SeparatorConfig(**base, blend_weights=parse_blend(args.blend)),
         }
         separators = {name: EnsembleSeparator(config) for name, config in systems.items()}
-        results: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
+        results: dict[str, dict[str, dict[str, float]]] = {}
         for song in songs:
             references = {name: read_stream(song, index) for name, index in STREAMS.items()}
             mix = references["mixture"]
-            info = AudioInfo(mix.shape[1] / 44100, 44100, 2, "aac", None, None)
+            info = AudioInfo(mix.shape[1] / SAMPLERATE, SAMPLERATE, 2, "aac", None, None)
             audio = Audio(samples=mix, info=info)
             for system, separator in separators.items():
                 tracks = separator.separate(audio, PICK)
-                estimates = {**tracks, "other": tracks["rest"]}
+                estimates = {s: tracks["rest" if s == "other" else s] for s in EVALUATED}
                 results.setdefault(system, {})[song.name] = evaluate(references, estimates)
                 print(f"done: {system} on {song.name}", file=sys.stderr, flush=True)
 
@@ -136,17 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         f"ensemble blend weights: {dict(systems['ensemble'].blend_weights)}"
     )
     print()
-    print("SDR in dB: BSS Eval (plain)")
+    print(
+        "SDR in dB: museval BSS Eval v4, median over 1 s frames per song; "
+        "last column: median over songs"
+    )
     print()
-    print("| system | source | " + " | ".join(short) + " | mean |")
+    print("| system | source | " + " | ".join(short) + " | median |")
     print("| --- | --- | " + " | ".join("---:" for _ in short) + " | ---: |")
     for system, per_song in results.items():
         for source in EVALUATED:
             cells = [per_song[song.name][source] for song in songs]
-            mean_bss = float(np.mean([c[0] for c in cells]))
-            mean_plain = float(np.mean([c[1] for c in cells]))
-            row = " | ".join(f"{b:.2f} ({p:.2f})" for b, p in cells)
-            print(f"| {system} | {source} | {row} | {mean_bss:.2f} ({mean_plain:.2f}) |")
+            row = " | ".join(f"{sdr:.2f}" for sdr in cells)
+            print(f"| {system} | {source} | {row} | {nan_median(cells):.2f} |")
     return 0
 
 

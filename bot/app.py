@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
+from telegram.constants import ParseMode
 from telegram.error import InvalidToken
-from telegram.ext import Application
+from telegram.ext import Application, Defaults
 
-from bot.handlers import Handlers
+from bot.handlers import errors, ordered_handlers
+from bot.handlers.context import SERVICES_KEY
 from bot.services import BotServices
-from demix.logs import configure_logging
-from demix.settings import Settings
+from common.logs import configure_logging
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ def build_application(settings: Settings, *, watch_interval_s: float = 2.0) -> A
 
     The database, the queue client and the job watcher open in ``post_init`` and close in
     ``post_stop`` / ``post_shutdown``; whoever runs the Application must run those hooks
-    (``run_polling`` does).
+    (``run_polling`` does). Every text the bot sends is HTML (user text is escaped).
     """
     services = BotServices(settings, watch_interval_s=watch_interval_s)
     application = (
@@ -33,13 +35,15 @@ def build_application(settings: Settings, *, watch_interval_s: float = 2.0) -> A
         .base_url(settings.telegram_api_base_url)
         .base_file_url(settings.telegram_file_base_url)
         .local_mode(settings.telegram_local_mode)
+        .defaults(Defaults(parse_mode=ParseMode.HTML))
         .post_init(services.start)
         .post_stop(services.stop_watching)
         .post_shutdown(services.close)
         .build()
     )
-    application.bot_data["services"] = services
-    Handlers(services).register(application)
+    application.bot_data[SERVICES_KEY] = services
+    application.add_handlers(ordered_handlers())
+    application.add_error_handler(errors.log_error)
     return application
 
 

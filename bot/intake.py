@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 
 from telegram import Message
 from telegram.warnings import PTBDeprecationWarning
 
-from bot import texts
-from bot.naming import safe_song_name
+from common.telegram import MB, size_limit_mb
+from separation.naming import safe_song_name
 
-MB = 1024 * 1024
-# Telegram's getFile limit for bots on the public Bot API (a local server lifts it).
-TELEGRAM_DOWNLOAD_LIMIT_MB = 20
 # Documents whose declared type is plainly not audio; anything else is left to the decoder.
 _NOT_AUDIO_MIME_PREFIXES = ("image/", "text/", "font/", "model/", "message/")
 _NOT_AUDIO_MIME_TYPES = frozenset(
@@ -46,6 +44,16 @@ _NOT_AUDIO_MIME_VENDOR_PREFIXES = (
 )
 
 
+class Refusal(Enum):
+    """Why a sent file is refused before any download."""
+
+    NOT_AUDIO = "not_audio"
+    VIDEO = "video"
+    EMPTY = "empty"
+    TOO_BIG = "too_big"
+    TOO_LONG = "too_long"
+
+
 @dataclass(frozen=True)
 class Upload:
     """A song candidate as Telegram declares it."""
@@ -60,15 +68,15 @@ class Upload:
     artist: str | None
 
 
-def upload_of(message: Message) -> Upload | str | None:
-    """The song candidate in ``message``; a refusal text for video; ``None`` if no file."""
+def upload_of(message: Message) -> Upload | Refusal | None:
+    """The song candidate in ``message``; a refusal for video or images; ``None`` if no file."""
     with warnings.catch_warnings():
         # PTB warns on reading int durations while it migrates to timedelta; both are read.
         warnings.simplefilter("ignore", PTBDeprecationWarning)
         return _upload_of(message)
 
 
-def _upload_of(message: Message) -> Upload | str | None:
+def _upload_of(message: Message) -> Upload | Refusal | None:
     if message.audio is not None:
         audio = message.audio
         # Telegram's title tag is the better name when a client sends no file name.
@@ -110,9 +118,9 @@ def _upload_of(message: Message) -> Upload | str | None:
             artist=None,
         )
     if message.video is not None or message.video_note is not None or message.animation:
-        return texts.VIDEO_REFUSED
+        return Refusal.VIDEO
     if message.photo or message.sticker is not None:
-        return texts.NOT_AUDIO
+        return Refusal.NOT_AUDIO
     return None
 
 
@@ -124,14 +132,9 @@ def _seconds(duration: object) -> float | None:
     return float(total_seconds()) if callable(total_seconds) else float(duration)  # type: ignore[arg-type]
 
 
-def size_limit_mb(max_file_mb: int, local_mode: bool) -> int:
-    """The size users may send: the configured limit, within Telegram's download limit."""
-    return max_file_mb if local_mode else min(max_file_mb, TELEGRAM_DOWNLOAD_LIMIT_MB)
-
-
 def refusal(
     upload: Upload, *, max_file_mb: int, local_mode: bool, max_duration_s: int
-) -> str | None:
+) -> Refusal | None:
     """Why ``upload`` is refused before any download, or ``None`` to accept it."""
     mime = (upload.mime_type or "").lower()
     if upload.kind == "document" and (
@@ -139,23 +142,23 @@ def refusal(
         or mime in _NOT_AUDIO_MIME_TYPES
         or mime.startswith(_NOT_AUDIO_MIME_VENDOR_PREFIXES)
     ):
-        return texts.NOT_AUDIO
+        return Refusal.NOT_AUDIO
     if upload.file_size == 0:
-        return texts.EMPTY_FILE
+        return Refusal.EMPTY
     limit_mb = size_limit_mb(max_file_mb, local_mode)
     if upload.file_size is not None and upload.file_size > limit_mb * MB:
-        return texts.too_big(limit_mb)
+        return Refusal.TOO_BIG
     if upload.duration_s is not None and upload.duration_s > max_duration_s:
-        return texts.too_long(max_duration_s)
+        return Refusal.TOO_LONG
     return None
 
 
 def inspect_upload(
     message: Message, *, max_file_mb: int, local_mode: bool, max_duration_s: int
-) -> Upload | str | None:
+) -> Upload | Refusal | None:
     """The acceptable song in ``message``, the reason to refuse it, or ``None`` if no file."""
     upload = upload_of(message)
-    if upload is None or isinstance(upload, str):
+    if upload is None or isinstance(upload, Refusal):
         return upload
     reason = refusal(
         upload, max_file_mb=max_file_mb, local_mode=local_mode, max_duration_s=max_duration_s

@@ -1,4 +1,4 @@
-"""Inline keyboards: the stem picker and the 👍 / 👎 rating buttons."""
+"""The stem picker's inline keyboard."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Collection
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot import callback_data as cd
-
-PICKED_MARK = "✅"
+from common import callback_data as cd
+from common.rating import PICKED_MARK
+from separation.tracks import SOURCES
 
 
 def picker_keyboard(request_id: int, picked: Collection[str]) -> InlineKeyboardMarkup:
@@ -18,7 +18,7 @@ def picker_keyboard(request_id: int, picked: Collection[str]) -> InlineKeyboardM
             f"{PICKED_MARK} {source}" if source in picked else source,
             callback_data=cd.toggle(request_id, source),
         )
-        for source in cd.SOURCES
+        for source in SOURCES
     ]
     rows = [toggles[i : i + 3] for i in range(0, len(toggles), 3)]
     rows.append(
@@ -28,15 +28,3 @@ def picker_keyboard(request_id: int, picked: Collection[str]) -> InlineKeyboardM
         ]
     )
     return InlineKeyboardMarkup(rows)
-
-
-def rating_keyboard(request_id: int, chosen: str | None = None) -> InlineKeyboardMarkup:
-    """👍 / 👎 under the delivered tracks (✅ on the ``chosen`` one); a new vote replaces it."""
-    buttons = [
-        InlineKeyboardButton(
-            f"{label} {PICKED_MARK}" if vote == chosen else label,
-            callback_data=cd.vote(request_id, vote),
-        )
-        for vote, label in (("up", "👍"), ("down", "👎"))
-    ]
-    return InlineKeyboardMarkup([buttons])

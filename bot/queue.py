@@ -1,4 +1,9 @@
-"""The bot's side of the arq queue: enqueue separation jobs, read their state and position."""
+"""The bot's side of the arq queue: enqueue separation jobs, read their state and position.
+
+Reading is done in snapshots: one look at the queue answers for every job the caller
+follows, in two Redis round trips and O(queue length + jobs followed) commands, however
+many jobs there are.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,17 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import default_queue_name, in_progress_key_prefix, result_key_prefix
-from arq.jobs import DeserializationError, Job, JobStatus
+from arq.jobs import DeserializationError, JobResult, deserialize_result
 from redis.exceptions import RedisError
 
-from bot.jobs import (
-    RETRYABLE_REASONS,
-    SEPARATE_JOB,
-    JobFailed,
-    JobOutcome,
-    SeparationJob,
-    separation_job_id,
-)
+from common.jobs import SEPARATE_JOB, JobFailed, JobOutcome, SeparationJob, separation_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +56,52 @@ class JobState:
     finished_at: float | None = None
 
 
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One look at the queue: the followed jobs' states and the number of jobs waiting."""
+
+    states: dict[str, JobState]
+    waiting: int
+
+
 def _timestamp(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _finished_state(raw_result: bytes) -> JobState:
+    try:
+        result: JobResult = deserialize_result(raw_result)
+    except DeserializationError as exc:
+        return JobState("failed", error=f"unreadable result: {exc}")
+    finished = functools.partial(
+        JobState,
+        "failed",
+        enqueued_at=_timestamp(result.enqueue_time),
+        started_at=_timestamp(result.start_time),
+        finished_at=_timestamp(result.finish_time),
+    )
+    if result.success:
+        try:
+            outcome = (
+                result.result
+                if isinstance(result.result, JobOutcome)
+                else JobOutcome.from_result(result.result)
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            return finished(error=f"malformed result: {exc!r}")
+        return dataclasses.replace(finished(), state="done", outcome=outcome)
+    if isinstance(result.result, JobFailed):
+        failure = result.result
+        return finished(
+            error=f"{failure.reason}: {failure.user_message}",
+            user_message=failure.user_message,
+            retryable=failure.reason.retryable,
+        )
+    return finished(error=repr(result.result), retryable=True)
 
 
 class QueueClient:
@@ -102,86 +145,59 @@ class QueueClient:
             raise QueueUnavailable(str(exc)) from exc
         return queued is not None
 
-    async def waiting_count(self) -> int:
-        """Jobs waiting to start (not running): a new job's position is this plus one."""
-        return await self._position_of(None)
+    async def snapshot(self, job_ids: Sequence[str] = ()) -> QueueSnapshot:
+        """The state of each of ``job_ids`` and how many jobs wait, read in one pass.
 
-    async def position(self, job_id: str) -> int | None:
-        """1-based place of a waiting job among the jobs not yet started; ``None`` if absent."""
+        A job's state follows arq's own rules (``Job.status``): a stored result means
+        finished, an in-progress key means running, a place in the queue means waiting
+        (deferred retries included); anything else is missing.
+        """
         redis = await self._redis()
         try:
-            score = await redis.zscore(self.queue_name, job_id)
-        except _REDIS_ERRORS as exc:
-            raise QueueUnavailable(str(exc)) from exc
-        if score is None:
-            return None
-        return await self._position_of(job_id) + 1
-
-    async def _position_of(self, job_id: str | None) -> int:
-        """How many not-started jobs are ahead of ``job_id`` (all of them for ``None``)."""
-        redis = await self._redis()
-        try:
-            members: list[Any] = await redis.zrange(self.queue_name, 0, -1)
-            ahead = []
-            for member in members:
-                name = member.decode() if isinstance(member, bytes) else str(member)
-                if name == job_id:
-                    break
-                ahead.append(name)
-            if not ahead:
-                return 0
             async with redis.pipeline(transaction=False) as pipe:
-                for name in ahead:
-                    pipe.exists(in_progress_key_prefix + name)
+                pipe.zrange(self.queue_name, 0, -1)
+                for job_id in job_ids:
+                    pipe.get(result_key_prefix + job_id)
+                    pipe.exists(in_progress_key_prefix + job_id)
+                replies = await pipe.execute()
+            members = [_text(member) for member in replies[0]]
+            # The queue also holds the jobs being run until they finish.
+            async with redis.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.exists(in_progress_key_prefix + member)
                 running = await pipe.execute()
         except _REDIS_ERRORS as exc:
             raise QueueUnavailable(str(exc)) from exc
-        return sum(1 for flag in running if not flag)
+        waiting = [member for member, flag in zip(members, running, strict=True) if not flag]
+        positions = {member: place for place, member in enumerate(waiting, start=1)}
+        states: dict[str, JobState] = {}
+        for index, job_id in enumerate(job_ids):
+            raw_result, in_progress = replies[1 + 2 * index], replies[2 + 2 * index]
+            if raw_result is not None:
+                states[job_id] = _finished_state(raw_result)
+            elif in_progress:
+                states[job_id] = JobState("running")
+            elif job_id in positions:
+                states[job_id] = JobState("queued", position=positions[job_id])
+            else:
+                states[job_id] = JobState("missing")
+        return QueueSnapshot(states, waiting=len(waiting))
 
-    async def state(self, job_id: str) -> JobState:
-        """The job's state; a finished job carries its outcome or failure."""
+    async def started(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` a worker has started (running or finished), in one round trip."""
         redis = await self._redis()
-        job = Job(job_id, redis, _queue_name=self.queue_name)
         try:
-            status = await job.status()
-            if status in (JobStatus.queued, JobStatus.deferred):
-                return JobState("queued", position=await self.position(job_id))
-            if status == JobStatus.in_progress:
-                return JobState("running")
-            if status == JobStatus.not_found:
-                return JobState("missing")
-            try:
-                result = await job.result_info()
-            except DeserializationError as exc:
-                return JobState("failed", error=f"unreadable result: {exc}")
+            async with redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.exists(in_progress_key_prefix + job_id, result_key_prefix + job_id)
+                flags = await pipe.execute()
         except _REDIS_ERRORS as exc:
             raise QueueUnavailable(str(exc)) from exc
-        if result is None:  # expired between the two reads
-            return JobState("missing")
-        finished = functools.partial(
-            JobState,
-            "failed",
-            enqueued_at=_timestamp(result.enqueue_time),
-            started_at=_timestamp(result.start_time),
-            finished_at=_timestamp(result.finish_time),
-        )
-        if result.success:
-            try:
-                outcome = (
-                    result.result
-                    if isinstance(result.result, JobOutcome)
-                    else JobOutcome.from_result(result.result)
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                return finished(error=f"malformed result: {exc!r}")
-            return dataclasses.replace(finished(), state="done", outcome=outcome)
-        if isinstance(result.result, JobFailed):
-            return finished(
-                error=f"{result.result.reason}: {result.result.user_message}",
-                user_message=result.result.user_message,
-                retryable=result.result.reason in RETRYABLE_REASONS,
-            )
-        return finished(error=repr(result.result), retryable=True)
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
+
+    async def state(self, job_id: str) -> JobState:
+        """The state of one job; a finished job carries its outcome or failure."""
+        return (await self.snapshot([job_id])).states[job_id]
 
     async def forget(self, job_id: str) -> None:
         """Drop a finished job's stored result, so the same job id can be enqueued again."""

@@ -14,9 +14,9 @@ from telegram import BotCommand
 from telegram.error import TelegramError
 from telegram.ext import Application
 
-from bot.outcomes import JobWatcher
 from bot.queue import QueueClient
-from demix.settings import Settings
+from bot.watcher import JobWatcher
+from common.settings import Settings
 from storage import Database
 
 logger = logging.getLogger(__name__)

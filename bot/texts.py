@@ -1,4 +1,4 @@
-"""Everything the bot says in chat, in one place."""
+"""What the bot process says in chat: help, picker, refusals, alerts, queue and feedback."""
 
 from __future__ import annotations
 
@@ -6,17 +6,11 @@ import html
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from bot.naming import planned_tracks
-
-ACCEPTED_FORMATS = "mp3, wav, flac, ogg/opus or m4a/aac"
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+from bot.intake import Refusal
+from bot.separations import NotStarted
+from common.texts import duration_text, too_big, too_long
+from separation.errors import ACCEPTED_FORMATS
+from separation.tracks import plan_tracks
 
 
 def help_text(max_file_mb: int, max_duration_s: int) -> str:
@@ -24,7 +18,7 @@ def help_text(max_file_mb: int, max_duration_s: int) -> str:
         "🎛 <b>Neural Music Demixing</b>\n\n"
         "Send me a song as an audio file or a document: "
         f"{ACCEPTED_FORMATS} (mp3 works best).\n"
-        f"Limits: up to {max_file_mb} MB and {_duration(max_duration_s)} per song.\n\n"
+        f"Limits: up to {max_file_mb} MB and {duration_text(max_duration_s)} per song.\n\n"
         "I reply with buttons: pick the stems you want (drums, bass, vocals, guitar, piano, "
         "other, or All) and press <b>Separate</b>.\n\n"
         "What comes back, as mp3 files named after your song:\n"
@@ -37,7 +31,7 @@ def help_text(max_file_mb: int, max_duration_s: int) -> str:
 
 
 def picker_text(song_name: str, picked: Collection[str]) -> str:
-    tracks = planned_tracks(picked)
+    tracks = plan_tracks(picked) if picked else ()
     lines = [f"🎵 <b>{html.escape(song_name)}</b>", "Pick the stems you want, then press Separate."]
     if tracks:
         lines.append(f"You will get: {', '.join(tracks)}.")
@@ -56,15 +50,15 @@ VIDEO_REFUSED = (
 SEND_A_SONG = f"Send me a song ({ACCEPTED_FORMATS}) and I'll split it into stems. /help"
 
 
-def too_big(limit_mb: int) -> str:
-    return f"That file is too big: the limit is {limit_mb} MB. Please send a smaller file."
-
-
-def too_long(limit_s: int) -> str:
-    return (
-        f"That song is too long: the limit is {_duration(limit_s)} ({limit_s} s). "
-        "Please send a shorter one."
-    )
+def refusal(reason: Refusal, *, limit_mb: int, max_duration_s: int) -> str:
+    """The reply to a file refused before any download."""
+    if reason is Refusal.TOO_BIG:
+        return too_big(limit_mb)
+    if reason is Refusal.TOO_LONG:
+        return too_long(max_duration_s)
+    return {Refusal.NOT_AUDIO: NOT_AUDIO, Refusal.VIDEO: VIDEO_REFUSED, Refusal.EMPTY: EMPTY_FILE}[
+        reason
+    ]
 
 
 # Button answers (alerts are short: Telegram shows at most 200 characters).
@@ -95,6 +89,20 @@ QUEUE_DOWN = (
 )
 
 
+def not_started(reason: NotStarted, max_active_jobs: int) -> tuple[str, bool]:
+    """The answer to a Separate press that started nothing, and whether it is an alert."""
+    if reason is NotStarted.TOO_MANY_JOBS:
+        return too_many_jobs(max_active_jobs), True
+    if reason is NotStarted.ALREADY_QUEUED:
+        return ALREADY_QUEUED, False
+    return {
+        NotStarted.NOTHING_PICKED: NOTHING_PICKED,
+        NotStarted.ALREADY_DELIVERED: ALREADY_DELIVERED,
+        NotStarted.SONG_FAILED: RECENTLY_FAILED,
+        NotStarted.QUEUE_DOWN: QUEUE_DOWN,
+    }[reason], True
+
+
 def queued(position: int | None) -> str:
     if position is None or position <= 1:
         return "⏳ Queued: position 1, you're next."
@@ -102,16 +110,6 @@ def queued(position: int | None) -> str:
 
 
 JOB_LOST = "❌ Separation failed: the job was lost. Please press Separate again."
-JOB_CRASHED = (
-    "❌ Separation failed because of an error on our side. Please try again later: "
-    "press Separate again."
-)
-
-
-def job_failed(reason: str) -> str:
-    return f"❌ Separation failed: {reason}"
-
-
 WHAT_WENT_WRONG = (
     "Sorry it wasn't good. What was wrong? Reply to this message in a few words "
     "(optional), it helps us improve."
@@ -140,45 +138,4 @@ def stats_text(figures: Mapping[str, Any]) -> str:
             f"Feedback: 👍 {feedback['up']}, 👎 {feedback['down']}, "
             f"comments {feedback['comments']}",
         ]
-    )
-
-
-# --- worker ----------------------------------------------------------------------------
-# What the separation worker (bot/worker.py, bot/delivery.py) shows; owned by the worker.
-
-TELEGRAM_DOWNLOAD_LIMIT_MB = 20
-
-WORKER_DOWNLOADING = "⬇️ Downloading your song…"
-WORKER_UPLOADING = "⬆️ Sending the tracks…"
-RATING_PROMPT = "How did the separation turn out? Rate it:"
-WORKER_TIMED_OUT = (
-    "it took too long and was stopped. Please try again later (press Separate again) "
-    "or send a shorter song."
-)
-WORKER_UNAVAILABLE = (
-    "Telegram could not be reached just now. Please try again in a few minutes: "
-    "press Separate again."
-)
-WORKER_FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
-WORKER_UNDELIVERABLE = "the tracks could not be sent to this chat."
-WORKER_TRACKS_TOO_BIG = (
-    "the tracks are over Telegram's 50 MB upload limit for bots. Please send a shorter song."
-)
-
-
-def worker_separating(fraction: float) -> str:
-    """The status while the models run."""
-    return f"🎛 Separating… {int(max(0.0, min(1.0, fraction)) * 100)}%"
-
-
-def worker_done(seconds: float, tracks: int) -> str:
-    """The final status: done, with the time it took."""
-    return f"✅ Done in {_duration(seconds)}: {tracks} tracks sent."
-
-
-def worker_telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB) -> str:
-    """Telegram's getFile refused the file: over its download limit for bots."""
-    return (
-        f"the file is over Telegram's {limit_mb} MB download limit for bots. "
-        f"Please send a smaller file (an mp3 under {limit_mb} MB)."
     )

@@ -1,1 +1,1 @@
-"""Neural Music Demixing: the application layer (settings, command line, process wiring)."""
+"""Entry points: the `demix` command, `demix up`, health checks, stats and model folders."""

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from demix.settings import Settings
+from common.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_bot(settings)
     if args.command == "worker":
-        from bot.worker import run_worker
+        from worker.app import run_worker
 
         return run_worker(settings)
     if args.command == "up":
@@ -62,10 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_up(settings)
     if args.command == "separate":
-        from demix.wiring import separator_config
         from separation.cli import run_separate
 
-        return run_separate(args.file, args.stems, args.out, separator_config(settings))
+        return run_separate(args.file, args.stems, args.out, settings.separator_config())
     if args.command == "stats":
         from demix.stats import run_stats
 

@@ -16,8 +16,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from demix.logs import configure_logging
-from demix.settings import Settings
+from common.logs import configure_logging
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 

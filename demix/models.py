@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from demix.settings import Settings
+from common.settings import Settings
 
 WORKER_EXTRA_MISSING = (
     "demix models needs the separation engine: pip install 'neural-music-demixing[worker]' "

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from bot.texts import stats_text
-from demix.settings import Settings
+from common.settings import Settings
 from storage import Database
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import selectors
@@ -35,10 +34,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, SecretStr
-
-from demix.logs import configure_logging, redact
-from demix.settings import Settings
+from common.logs import configure_logging, redact
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -51,50 +48,14 @@ _POLL_S = 0.1
 # --- settings for the children ----------------------------------------------------------
 
 
-def _env_name(field_name: str) -> str:
-    alias = Settings.model_fields[field_name].validation_alias
-    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-        return alias.choices[0]
-    return field_name.upper()
+def child_environment(redis_url: str) -> dict[str, str]:
+    """The worker's and the bot's environment: ours, with the Redis actually used.
 
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, frozenset):
-        return ",".join(str(v) for v in sorted(value))
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value)
-
-
-def settings_env(settings: Settings) -> dict[str, str | None]:
-    """Every setting as the environment variable that reproduces it (None: unset it).
-
-    Children get the exact settings ``demix up`` was given, however they were built.
+    The children run in this working directory with this environment, so they read the
+    same `.env` file and variables and build the same Settings; only Redis may differ
+    (the one `demix up` started).
     """
-    env: dict[str, str | None] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        env[_env_name(name)] = None if value is None else _env_value(value)
-    return env
-
-
-def child_environment(settings: Settings, redis_url: str) -> dict[str, str]:
-    """The environment of the worker and bot: ours, the settings, the Redis actually used."""
-    env = dict(os.environ)
-    for key, value in settings_env(settings).items():
-        env.pop(key, None)
-        env.pop(key.lower(), None)
-        if value is not None:
-            env[key] = value
-    env["REDIS_URL"] = redis_url
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
 
 
 # --- Redis -------------------------------------------------------------------------------
@@ -346,7 +307,7 @@ def _run(settings: Settings, supervisor: Supervisor, stop: _StopRequest) -> int:
     redis_url = _ensure_redis(settings, supervisor, stop)
     if redis_url is None:
         return 0 if stop.requested else 1
-    env = child_environment(settings, redis_url)
+    env = child_environment(redis_url)
     python = [sys.executable, "-m", "demix"]
     worker = supervisor.start("worker", [*python, "worker"], env)
     bot = supervisor.start("bot", [*python, "bot"], env)

@@ -6,10 +6,8 @@ import contextlib
 import json
 import logging
 import os
-import re
 import subprocess
 import tempfile
-import unicodedata
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from separation.errors import InvalidAudioError
+from separation.naming import track_file_name, track_title
 
 logger = logging.getLogger(__name__)
 
 SAMPLERATE = 44100
 MP3_BITRATE = "320k"
-MAX_SONG_NAME_CHARS = 100
 
 # A decoded length this much shorter than the container declares means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
@@ -221,44 +219,6 @@ def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
     return Audio(samples=samples, info=info)
 
 
-_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]+')
-_SPACES = re.compile(r"\s+")
-
-
-def safe_song_name(file_name: str | None, fallback: str = "song") -> str:
-    """Turn a user-supplied file name into a safe base name for output files.
-
-    The extension is dropped; path separators, control characters and characters that
-    are unsafe in file names on common systems are removed; leading dots are dropped (no
-    hidden files, no ``..``); the length is capped.
-
-    Args:
-        file_name: what the user's client called the file; may be None or hostile.
-        fallback: the name used when nothing safe is left.
-
-    Returns:
-        A non-empty name without directory parts or extension.
-    """
-    if not file_name:
-        return fallback
-    name = unicodedata.normalize("NFC", file_name)
-    # Only the last path component counts; both separators, whatever the sender's system.
-    name = re.split(r"[\\/]", name)[-1]
-    stem, dot, suffix = name.rpartition(".")
-    if dot and stem and 0 < len(suffix) <= 5 and suffix.isalnum():
-        name = stem
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = _UNSAFE.sub(" ", name)
-    name = _SPACES.sub(" ", name).strip().lstrip(".").strip()
-    name = name[:MAX_SONG_NAME_CHARS].rstrip(" .")
-    return name or fallback
-
-
-def track_file_name(song_name: str, track: str) -> str:
-    """The delivered file name of one track: ``"<song_name> - <track>.mp3"``."""
-    return f"{song_name} - {track}.mp3"
-
-
 def encode_tracks(
     tracks: Mapping[str, np.ndarray],
     out_dir: Path,
@@ -268,16 +228,16 @@ def encode_tracks(
 ) -> list[Path]:
     """Encode each track as a 320 kbps mp3 in ``out_dir``, in parallel.
 
-    Files are named :func:`track_file_name` ``(song_name, track)`` and tagged with the title
-    ``"<song_name> (<track>)"`` and ``artist`` when given. ffmpeg writes the LAME header with
-    encoder delay and padding, so decoders that honour it (ffmpeg, most players and DAWs)
-    play exactly the track's samples, aligned with the input. Each file is written under a
-    temporary name and renamed, so a reader never sees half a file.
+    Files are named :func:`separation.naming.track_file_name` and tagged with the title
+    :func:`separation.naming.track_title` and ``artist`` when given. ffmpeg writes the LAME
+    header with encoder delay and padding, so decoders that honour it (ffmpeg, most players
+    and DAWs) play exactly the track's samples, aligned with the input. Each file is written
+    under a temporary name and renamed, so a reader never sees half a file.
 
     Args:
         tracks: track name to float32 array ``(2, n)`` at 44.1 kHz.
         out_dir: the folder to write; created if missing.
-        song_name: a name made safe by :func:`safe_song_name`.
+        song_name: a name made safe by :func:`separation.naming.safe_song_name`.
         artist: the artist tag to carry over.
 
     Returns:
@@ -285,7 +245,7 @@ def encode_tracks(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (out_dir / track_file_name(song_name, track), f"{song_name} ({track})", samples)
+        (out_dir / track_file_name(song_name, track), track_title(song_name, track), samples)
         for track, samples in tracks.items()
     ]
     if not jobs:

@@ -6,9 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from separation.audio import decode_audio, encode_tracks, safe_song_name
+from separation.audio import decode_audio, encode_tracks
 from separation.ensemble import EnsembleSeparator, SeparatorConfig
 from separation.errors import InvalidAudioError, SeparationError, UnknownStemError
+from separation.naming import safe_song_name
 from separation.tracks import plan_tracks
 
 

@@ -12,9 +12,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,69 +21,17 @@ import yaml
 
 from separation.audio import SAMPLERATE, Audio
 from separation.cache import SourceCache, audio_digest
+from separation.config import SeparatorConfig
 from separation.errors import ModelUnavailableError, SeparationCancelled
-from separation.tracks import SOURCES, assemble_tracks, sources_to_estimate
+from separation.mixing import assemble_tracks
+from separation.tracks import SOURCES, sources_to_estimate
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODELS: tuple[str, str] = ("htdemucs_ft", "htdemucs_6s")
-
-# Fraction of each source taken from model A; B gives the rest. A has no guitar or piano,
-# and A's `other` still holds them, so those three come from B.
-DEFAULT_BLEND_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"drums": 1.0, "bass": 1.0, "vocals": 1.0, "guitar": 0.0, "piano": 0.0, "other": 0.0}
-)
 
 # demucs's STFT front end needs some samples; shorter songs are zero-padded, then trimmed.
 _MIN_SAMPLES = SAMPLERATE
 # Bump when the stored estimates would change for the same song, models and settings.
 _CACHE_FORMAT = "v1"
-
-
-@dataclass(frozen=True)
-class SeparatorConfig:
-    """How an :class:`EnsembleSeparator` separates.
-
-    Attributes:
-        models: model A (4 sources, a bag such as ``htdemucs_ft``) and model B (6 sources,
-            such as ``htdemucs_6s``), by demucs name.
-        model_repo: a local model folder in demucs's repo format; None uses demucs's
-            download.
-        device: ``auto`` (cuda, else mps, else cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
-        blend_weights: per source, the fraction taken from model A (0..1); B gives the rest.
-            Sources left out keep their default.
-        shifts: demucs's random-shift averaging (0 = deterministic, fastest).
-        overlap: overlap between consecutive chunks (0 <= overlap < 1).
-        cache_dir: folder of the source cache; None disables caching.
-        cache_max_bytes: size cap of the cache; least recently used entries go first.
-    """
-
-    models: tuple[str, str] = DEFAULT_MODELS
-    model_repo: Path | None = None
-    device: str = "auto"
-    blend_weights: Mapping[str, float] = field(
-        default_factory=lambda: DEFAULT_BLEND_WEIGHTS, hash=False
-    )
-    shifts: int = 0
-    overlap: float = 0.25
-    cache_dir: Path | None = None
-    cache_max_bytes: int = 20 * 10**9
-
-    def __post_init__(self) -> None:
-        unknown = set(self.blend_weights) - set(SOURCES)
-        if unknown:
-            raise ValueError(f"blend weights for unknown sources: {sorted(unknown)}")
-        for source, weight in self.blend_weights.items():
-            if not 0.0 <= float(weight) <= 1.0:
-                raise ValueError(f"blend weight of {source} is {weight}, not within 0..1")
-        merged = {**DEFAULT_BLEND_WEIGHTS, **{k: float(v) for k, v in self.blend_weights.items()}}
-        object.__setattr__(self, "blend_weights", MappingProxyType(merged))
-        if len(self.models) != 2:
-            raise ValueError("models names two models: 4-source A, 6-source B")
-        if self.shifts < 0:
-            raise ValueError("shifts must be >= 0")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError("overlap must be within [0, 1)")
 
 
 def resolve_device(device: str) -> torch.device:

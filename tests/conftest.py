@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from demix.settings import Settings
+from common.settings import Settings
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import TEST_TOKEN, FakeBotApi
 from tests.support.redis_server import RedisServer

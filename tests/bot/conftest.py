@@ -13,7 +13,7 @@ from telegram.ext import Application
 
 from bot.app import build_application
 from bot.services import BotServices
-from demix.settings import Settings
+from common.settings import Settings
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
 from tests.support.waiting import async_wait_until
 
@@ -87,7 +87,7 @@ async def running_worker(settings: Settings, separator: Any) -> AsyncIterator[An
     """The worker engineer's arq worker, in this event loop, until the block ends."""
     from arq.worker import Worker
 
-    from bot.worker import worker_settings
+    from worker.app import worker_settings
 
     worker = Worker(
         **worker_settings(settings, separator=separator, handle_signals=False, poll_delay_s=0.05)

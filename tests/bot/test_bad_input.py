@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot import texts
-from bot.intake import MB
-from demix.settings import Settings
+from common import texts as shared_texts
+from common.settings import Settings
+from common.telegram import MB
 from tests.bot.conftest import answer_to, picker_for, running_bot
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
@@ -58,8 +59,8 @@ async def test_file_over_the_size_limit_is_refused_before_download_naming_the_li
 ) -> None:
     async with running_bot(bot_settings(max_file_mb=5)) as bot:
         big = fake_bot_api.send_audio(USER, song, declared_size=5 * MB + 1)
-        assert await refusal_for(fake_bot_api, big) == texts.too_big(5)
-        assert "5 MB" in texts.too_big(5)
+        assert await refusal_for(fake_bot_api, big) == shared_texts.too_big(5)
+        assert "5 MB" in shared_texts.too_big(5)
         # Exactly at the limit is fine.
         ok = fake_bot_api.send_document(USER, song, declared_size=5 * MB)
         await picker_for(fake_bot_api, USER, ok)
@@ -72,7 +73,7 @@ async def test_telegrams_20_mb_download_limit_caps_a_higher_setting(
 ) -> None:
     async with running_bot(bot_settings(max_file_mb=50)):
         sent = fake_bot_api.send_audio(USER, song, declared_size=30 * MB)
-        assert await refusal_for(fake_bot_api, sent) == texts.too_big(20)
+        assert await refusal_for(fake_bot_api, sent) == shared_texts.too_big(20)
 
 
 async def test_local_bot_api_server_lifts_the_20_mb_cap(
@@ -83,7 +84,7 @@ async def test_local_bot_api_server_lifts_the_20_mb_cap(
         async with running_bot(settings):
             await picker_for(api, USER, api.send_audio(USER, song, declared_size=30 * MB))
             sent = api.send_audio(USER, song, declared_size=51 * MB)
-            assert await refusal_for(api, sent) == texts.too_big(50)
+            assert await refusal_for(api, sent) == shared_texts.too_big(50)
 
 
 async def test_song_over_the_duration_limit_is_refused_naming_the_limit(
@@ -92,7 +93,7 @@ async def test_song_over_the_duration_limit_is_refused_naming_the_limit(
     async with running_bot(bot_settings(max_duration_s=600)):
         sent = fake_bot_api.send_audio(USER, song, duration=601)
         reply = await refusal_for(fake_bot_api, sent)
-        assert reply == texts.too_long(600) and "10 min" in reply
+        assert reply == shared_texts.too_long(600) and "10 min" in reply
         await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song, duration=600))
 
 
@@ -106,7 +107,7 @@ async def test_voice_message_is_offered_the_picker(
         request = await bot.services.db.get_request(1)
         assert request is not None and request.kind == "voice"
         long_voice = fake_bot_api.send_voice(USER, voice, duration=61)
-        assert await refusal_for(fake_bot_api, long_voice) == texts.too_long(60)
+        assert await refusal_for(fake_bot_api, long_voice) == shared_texts.too_long(60)
 
 
 async def test_unsafe_file_names_are_sanitised(
@@ -143,6 +144,6 @@ async def test_in_a_group_non_audio_is_left_alone_but_limits_are_still_explained
         big = fake_bot_api.send_audio(
             USER, song, declared_size=6 * MB, chat_id=group, chat_type="supergroup"
         )
-        assert await refusal_for(fake_bot_api, big) == texts.too_big(5)
+        assert await refusal_for(fake_bot_api, big) == shared_texts.too_big(5)
         # The refusal is the bot's only message: the photo and the PDF got none.
         assert len(fake_bot_api.chat_messages(group)) == 1

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot import callback_data as cd
 from bot import texts
-from bot.jobs import separation_job_id
-from demix.settings import Settings
+from common import callback_data as cd
+from common.jobs import separation_job_id
+from common.settings import Settings
 from tests.bot.conftest import answer_to, current, picker_for, press, running_bot
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
 from tests.support.redis_server import RedisServer, free_port

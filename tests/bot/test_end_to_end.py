@@ -15,9 +15,11 @@ import redis
 from arq.jobs import Job, JobStatus
 
 from bot import texts
-from bot.jobs import separation_job_id
-from demix.logs import configure_logging
-from demix.settings import Settings
+from common import texts as shared_texts
+from common.jobs import separation_job_id
+from common.logs import configure_logging
+from common.rating import RATING_PROMPT
+from common.settings import Settings
 from tests.bot.conftest import (
     answer_to,
     current,
@@ -158,7 +160,7 @@ async def test_song_to_tracks_then_vote_and_revote(
 
         # Vote, then vote again: one vote, replaced; 👎 asks what was wrong.
         rating = await async_wait_until(
-            lambda: fake_bot_api.last_message(USER, containing=texts.RATING_PROMPT)
+            lambda: fake_bot_api.last_message(USER, containing=RATING_PROMPT)
         )
         answer = await press(fake_bot_api, USER, rating, rating.button("👍").callback_data or "")
         assert answer.text == texts.VOTE_THANKS["up"]
@@ -294,7 +296,7 @@ async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
         use_up_tries(redis_url, job_id, settings.job_max_tries)
         async with running_worker(settings, shared_separator):
             status = await async_wait_until(
-                lambda: fake_bot_api.last_message(USER, containing=texts.JOB_CRASHED),
+                lambda: fake_bot_api.last_message(USER, containing=shared_texts.JOB_CRASHED),
                 timeout=JOB_TIMEOUT_S,
             )
         assert status.reply_to == sent.message_id
@@ -319,7 +321,7 @@ async def test_a_job_that_failed_on_our_side_can_be_started_again(
         use_up_tries(redis_url, job_id, settings.job_max_tries)
         async with running_worker(settings, shared_separator):
             await async_wait_until(
-                lambda: fake_bot_api.last_message(USER, containing=texts.JOB_CRASHED),
+                lambda: fake_bot_api.last_message(USER, containing=shared_texts.JOB_CRASHED),
                 timeout=JOB_TIMEOUT_S,
             )
             await async_wait_until(lambda: _finished(bot.services.db.get_job(job_id)))
@@ -418,7 +420,7 @@ async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
             "Test Song - vocals.mp3",
             "Test Song - no_vocals.mp3",
         ]
-        ratings = [m for m in fake_bot_api.chat_messages(USER) if texts.RATING_PROMPT in m.content]
+        ratings = [m for m in fake_bot_api.chat_messages(USER) if RATING_PROMPT in m.content]
         assert len(ratings) == 1
         # The job really ran twice. The first worker's getFile is recorded when the fake
         # server finishes answering it (after its latency), which can be after the job is

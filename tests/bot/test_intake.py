@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import texts
-from bot.intake import MB, Upload, refusal, size_limit_mb
+from bot.intake import Refusal, Upload, refusal
+from common.telegram import MB, size_limit_mb
 
 
 def upload(
@@ -20,7 +20,7 @@ def upload(
     )  # fmt: skip
 
 
-def decide(item: Upload, max_file_mb: int = 20, local_mode: bool = False) -> str | None:
+def decide(item: Upload, max_file_mb: int = 20, local_mode: bool = False) -> Refusal | None:
     return refusal(item, max_file_mb=max_file_mb, local_mode=local_mode, max_duration_s=900)
 
 
@@ -56,7 +56,7 @@ def test_audio_or_unknown_documents_are_left_to_the_decoder(mime: str | None) ->
     ],
 )
 def test_plainly_not_audio_documents_are_refused(mime: str) -> None:
-    assert decide(upload(mime_type=mime)) == texts.NOT_AUDIO
+    assert decide(upload(mime_type=mime)) is Refusal.NOT_AUDIO
 
 
 def test_mime_type_of_an_audio_message_is_not_second_guessed() -> None:
@@ -65,8 +65,8 @@ def test_mime_type_of_an_audio_message_is_not_second_guessed() -> None:
 
 def test_size_limit_boundaries() -> None:
     assert decide(upload(file_size=20 * MB)) is None
-    assert decide(upload(file_size=20 * MB + 1)) == texts.too_big(20)
-    assert decide(upload(file_size=0)) == texts.EMPTY_FILE
+    assert decide(upload(file_size=20 * MB + 1)) is Refusal.TOO_BIG
+    assert decide(upload(file_size=0)) is Refusal.EMPTY
     assert decide(upload(file_size=None)) is None  # the worker checks the real size
 
 
@@ -74,10 +74,10 @@ def test_telegram_download_limit_applies_without_a_local_server() -> None:
     assert size_limit_mb(50, local_mode=False) == 20
     assert size_limit_mb(50, local_mode=True) == 50
     assert size_limit_mb(10, local_mode=False) == 10
-    assert decide(upload(file_size=30 * MB), max_file_mb=50) == texts.too_big(20)
+    assert decide(upload(file_size=30 * MB), max_file_mb=50) is Refusal.TOO_BIG
     assert decide(upload(file_size=30 * MB), max_file_mb=50, local_mode=True) is None
 
 
 def test_duration_limit_boundaries() -> None:
     assert decide(upload(kind="audio", duration_s=900)) is None
-    assert decide(upload(kind="audio", duration_s=901)) == texts.too_long(900)
+    assert decide(upload(kind="audio", duration_s=901)) is Refusal.TOO_LONG

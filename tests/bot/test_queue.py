@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from bot.jobs import SeparationJob, separation_job_id
 from bot.queue import QueueClient, QueueUnavailable
+from common.jobs import SeparationJob, separation_job_id
 from tests.support.redis_server import free_port
 
 
@@ -23,31 +23,67 @@ async def test_same_request_and_stems_enqueue_once(redis_url: str) -> None:
         assert await queue.enqueue(job(1, ("vocals", "drums")))
         assert not await queue.enqueue(job(1, ("drums", "vocals")))
         assert await queue.enqueue(job(1, ("drums",)))
-        state = await queue.state(separation_job_id(1, ["drums", "vocals"]))
-        assert (state.state, state.position) == ("queued", 1)
-        assert (await queue.state("sep:404:vocals")).state == "missing"
+        ids = [separation_job_id(1, ["drums", "vocals"]), separation_job_id(1, ["drums"])]
+        snapshot = await queue.snapshot([*ids, "sep:404:vocals"])
+        assert [snapshot.states[i].state for i in ids] == ["queued", "queued"]
+        # Two enqueues within one millisecond share a score; then Redis orders by id.
+        assert sorted(snapshot.states[i].position or 0 for i in ids) == [1, 2]
+        assert snapshot.states["sep:404:vocals"].state == "missing"
+        assert snapshot.waiting == 2
     finally:
         await queue.close()
+
+
+def _mark_running(redis_url: str, job_id: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(f"arq:in-progress:{job_id}", b"1", px=60_000)
+    finally:
+        client.close()
 
 
 async def test_positions_skip_jobs_already_running(redis_url: str) -> None:
     queue = QueueClient(redis_url)
+    ids = [separation_job_id(request_id, ["vocals"]) for request_id in (1, 2, 3)]
     try:
         for request_id in (1, 2, 3):
             await queue.enqueue(job(request_id))
-        assert await queue.waiting_count() == 3
-        assert await queue.position(separation_job_id(3, ["vocals"])) == 3
-        client = redis.Redis.from_url(redis_url)
-        try:
-            client.set(f"arq:in-progress:{separation_job_id(1, ['vocals'])}", b"1", px=60_000)
-        finally:
-            client.close()
-        assert (await queue.state(separation_job_id(1, ["vocals"]))).state == "running"
-        assert await queue.position(separation_job_id(3, ["vocals"])) == 2
-        assert await queue.waiting_count() == 2
-        assert await queue.position("sep:404:vocals") is None
+        snapshot = await queue.snapshot(ids)
+        assert [snapshot.states[i].position for i in ids] == [1, 2, 3]
+        assert snapshot.waiting == 3
+        _mark_running(redis_url, ids[0])
+        snapshot = await queue.snapshot(ids)
+        assert [snapshot.states[i].state for i in ids] == ["running", "queued", "queued"]
+        assert [snapshot.states[i].position for i in ids] == [None, 1, 2]
+        assert snapshot.waiting == 2
+        assert await queue.started(ids) == {ids[0]}
     finally:
         await queue.close()
+
+
+def _commands_run(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(entry["calls"]) for entry in stats.values())
+
+
+async def test_a_snapshot_costs_commands_linear_in_the_queue(redis_url: str) -> None:
+    queue = QueueClient(redis_url)
+    ids = [separation_job_id(request_id, ["vocals"]) for request_id in range(100, 140)]
+    try:
+        for request_id in range(100, 140):
+            await queue.enqueue(job(request_id))
+        before = _commands_run(redis_url)
+        snapshot = await queue.snapshot(ids)
+        spent = _commands_run(redis_url) - before
+    finally:
+        await queue.close()
+    assert sorted(state.position or 0 for state in snapshot.states.values()) == list(range(1, 41))
+    # zrange + (get, exists) per followed job + exists per queued job, + the INFO call.
+    assert spent <= 1 + 2 * len(ids) + len(ids) + 1
 
 
 async def test_unreachable_redis_raises_queue_unavailable() -> None:

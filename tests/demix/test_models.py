@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from demix.models import run_models_check, run_models_fetch
-from demix.settings import Settings
 from separation.model_store import (
     ModelStoreError,
     RemoteIndex,

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from demix.settings import Settings
-from demix.up import settings_env
+from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIABLES = sorted(settings_env(Settings(_env_file=None)))
+VARIABLES = sorted(Settings.env_names().values())
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from demix.settings import Settings
-from demix.up import child_environment, safe_url, settings_env
+from common.settings import Settings
+from demix.up import child_environment, safe_url
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_until
@@ -364,29 +364,29 @@ def test_health_checks_fail_without_a_service(fake_bot_api: FakeBotApi, redis_ur
     assert fake_bot_api.token not in result.stderr
 
 
-def test_children_get_exactly_the_settings_up_was_given(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+def test_children_build_the_settings_up_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = make_settings(
-        admin_ids="7,3",
-        models="a4,b6",
-        blend_weights={"drums": 0.5, "bass": 1.0, "vocals": 0.75},
-        telegram_local_mode=True,
-        max_file_mb=50,
-        model_repo=None,
-    )
-    monkeypatch.setenv("DEMIX_MODEL_REPO", "/somewhere/else")
-    env = child_environment(settings, "redis://127.0.0.1:1234/2")
-    assert "DEMIX_MODEL_REPO" not in env
-    assert env["REDIS_URL"] == "redis://127.0.0.1:1234/2"
+    for key in list(os.environ):
+        if key.startswith(("DEMIX_", "TELEGRAM_", "REDIS_")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DEMIX_MAX_FILE_MB=50\nTELEGRAM_LOCAL_MODE=true\n")
+    monkeypatch.setenv("DEMIX_ADMIN_IDS", "7,3")
+    monkeypatch.setenv("DEMIX_BLEND_WEIGHTS", '{"drums": 0.5, "vocals": 0.75}')
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "42:secret")
+    parent = Settings()
 
+    env = child_environment("redis://127.0.0.1:1234/2")
     for key in list(os.environ):
         monkeypatch.delenv(key)
-    for key, value in settings_env(settings).items():
-        if value is not None:
-            monkeypatch.setenv(key, value)
-    rebuilt = Settings(_env_file=None)
-    assert rebuilt == settings
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    child = Settings()
+
+    assert child.redis_url == "redis://127.0.0.1:1234/2"
+    assert child == parent.model_copy(update={"redis_url": child.redis_url})
+    assert (child.max_file_mb, child.admin_ids) == (50, frozenset({3, 7}))
 
 
 def test_safe_url_hides_the_password() -> None:

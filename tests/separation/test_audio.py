@@ -15,8 +15,6 @@ from separation import (
     decode_audio,
     encode_tracks,
     probe_audio,
-    safe_song_name,
-    track_file_name,
 )
 from tests.support.audio import decode, make_song, music_like, write_audio
 
@@ -260,30 +258,3 @@ def test_encoding_without_artist_writes_no_artist(tmp_path: Path) -> None:
 def test_encoding_refuses_a_mono_array(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shape"):
         encode_tracks({"bass": np.zeros((1, 100), np.float32)}, tmp_path, "S")
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("My Song.mp3", "My Song"),
-        ("live.at.wembley.flac", "live.at.wembley"),
-        ("../../etc/passwd", "passwd"),
-        ("C:\\Users\\me\\track.wav", "track"),
-        ('a<b>c:d"e|f?g*h.mp3', "a b c d e f g h"),
-        ("..hidden.mp3", "hidden"),
-        ("tab\there\nnewline.mp3", "tabherenewline"),
-        ("Ёлка — ромашка.mp3", "Ёлка — ромашка"),
-        ("", "song"),
-        (None, "song"),
-        ("....mp3", "song"),
-        ("/", "song"),
-    ],
-)
-def test_safe_song_name(given: str | None, expected: str) -> None:
-    assert safe_song_name(given) == expected
-
-
-def test_safe_song_name_caps_length_and_track_file_name() -> None:
-    name = safe_song_name("x" * 500 + ".mp3")
-    assert 0 < len(name) <= 100
-    assert track_file_name("Song", "no_vocals") == "Song - no_vocals.mp3"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from separation import SOURCES, UnknownStemError, plan_tracks, sources_to_estimate
-from separation.tracks import assemble_tracks
+from separation.mixing import assemble_tracks
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -1,0 +1,25 @@
+"""Admin commands: /stats."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+
+from bot import texts
+from bot.handlers.context import Context, services_of
+
+logger = logging.getLogger(__name__)
+
+
+async def show_stats(update: Update, context: Context) -> None:
+    """/stats: usage and feedback figures, for admins only."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    services = services_of(context)
+    if user.id not in services.settings.admin_ids:
+        logger.info("stats refused", extra={"user_id": user.id})
+        await message.reply_text(texts.ADMINS_ONLY)
+        return
+    await message.reply_text(texts.stats_text((await services.db.stats()).to_dict()))

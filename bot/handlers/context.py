@@ -1,0 +1,59 @@
+"""What every handler needs from its context: the services, and a pressed button's request."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import CallbackQuery, Update
+from telegram.ext import ContextTypes
+
+from bot import texts
+from bot.services import BotServices
+from common import callback_data as cd
+from storage import Request
+
+logger = logging.getLogger(__name__)
+
+Context = ContextTypes.DEFAULT_TYPE
+SERVICES_KEY = "services"
+
+
+def services_of(context: Context) -> BotServices:
+    """The process's services, put into ``bot_data`` by :func:`bot.app.build_application`."""
+    services = context.bot_data[SERVICES_KEY]
+    assert isinstance(services, BotServices)
+    return services
+
+
+async def pressed_request(
+    update: Update, context: Context
+) -> tuple[CallbackQuery, cd.CallbackData, Request] | None:
+    """The press, its data and its request, or ``None`` after an alert: the request is gone
+    or belongs to another chat (stale, forged), or the presser did not send the song."""
+    query = update.callback_query
+    if query is None:
+        return None
+    data = cd.parse(query.data)
+    request = None if data is None else await services_of(context).db.get_request(data.request_id)
+    message = query.message
+    if (
+        data is None
+        or request is None
+        # A button is only valid on a message in the request's own chat.
+        or (message is not None and message.chat.id != request.chat_id)
+    ):
+        await answer_stale(query)
+        return None
+    if query.from_user.id != request.user_id:
+        await query.answer(texts.NOT_YOUR_SONG, show_alert=True)
+        return None
+    return query, data, request
+
+
+async def answer_stale(query: CallbackQuery) -> None:
+    """Alert on a button that no longer works, and log what it carried."""
+    logger.info(
+        "stale or forged button",
+        extra={"user_id": query.from_user.id, "data": (query.data or "")[:64]},
+    )
+    await query.answer(texts.STALE_BUTTON, show_alert=True)

@@ -1,0 +1,70 @@
+"""Feedback: the 👍 / 👎 buttons and the answer to "what was wrong?"."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import ForceReply, ReplyParameters, Update
+from telegram.ext import filters
+
+from bot import texts
+from bot.handlers.context import Context, pressed_request, services_of
+from common.rating import rating_keyboard
+from common.telegram import edit_message
+from storage import Vote
+
+logger = logging.getLogger(__name__)
+
+TEXT_MESSAGES = filters.TEXT & ~filters.COMMAND & filters.UpdateType.MESSAGE
+MAX_COMMENT_CHARS = 2000
+
+
+async def vote(update: Update, context: Context) -> None:
+    """👍 / 👎: store the vote (a new one replaces it); after 👎 ask what was wrong."""
+    pressed = await pressed_request(update, context)
+    if pressed is None:
+        return
+    query, data, request = pressed
+    choice: Vote = "up" if data.arg == "up" else "down"
+    db = services_of(context).db
+    previous = await db.set_vote(request.id, query.from_user.id, choice)
+    extra = {"user_id": query.from_user.id, "request_id": request.id}
+    logger.info("vote stored", extra={**extra, "vote": choice})
+    await query.answer(
+        texts.VOTE_THANKS[choice] if previous in (None, choice) else texts.VOTE_CHANGED
+    )
+    await edit_message(
+        query.edit_message_reply_markup(rating_keyboard(request.id, chosen=choice)), extra
+    )
+    if choice == "down" and previous != "down":
+        # Replying to the user's own song makes ForceReply target them in groups.
+        prompt = await query.get_bot().send_message(
+            request.chat_id,
+            texts.WHAT_WENT_WRONG,
+            reply_markup=ForceReply(selective=True, input_field_placeholder="What was wrong?"),
+            reply_parameters=ReplyParameters(request.message_id, allow_sending_without_reply=True),
+        )
+        await db.add_feedback_prompt(
+            chat_id=prompt.chat_id,
+            message_id=prompt.message_id,
+            request_id=request.id,
+            user_id=query.from_user.id,
+        )
+
+
+async def text(update: Update, context: Context) -> None:
+    """A reply to the 👎 follow-up is stored; other text in private chats gets a hint."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not message.text:
+        return
+    db = services_of(context).db
+    replied = message.reply_to_message
+    prompt = (
+        None if replied is None else await db.feedback_prompt(message.chat_id, replied.message_id)
+    )
+    if prompt is not None and prompt[1] == user.id:
+        await db.add_comment(prompt[0], user.id, message.text[:MAX_COMMENT_CHARS])
+        logger.info("feedback comment stored", extra={"user_id": user.id, "request_id": prompt[0]})
+        await message.reply_text(texts.COMMENT_THANKS, do_quote=True)
+    elif message.chat.type == "private":
+        await message.reply_text(texts.SEND_A_SONG)

@@ -1,0 +1,93 @@
+"""The stem picker's buttons: toggle a source, pick all, separate."""
+
+from __future__ import annotations
+
+from telegram import CallbackQuery, ReplyParameters, Update
+
+from bot import texts
+from bot.handlers.context import Context, pressed_request, services_of
+from bot.keyboards import picker_keyboard
+from bot.separations import NotStarted, PlannedJob, enqueue_separation, plan_separation
+from common.telegram import edit_message
+from separation.tracks import SOURCES
+from storage import Request
+
+
+async def toggle_source(update: Update, context: Context) -> None:
+    """A source's button: flip it in the pick."""
+    pressed = await pressed_request(update, context)
+    if pressed is None:
+        return
+    query, data, request = pressed
+    assert data.arg is not None  # the toggle pattern requires a source
+    picked = await services_of(context).db.toggle_source(request.id, data.arg)
+    await _redraw(query, request, picked)
+
+
+async def pick_all(update: Update, context: Context) -> None:
+    """`All`: pick the six sources."""
+    pressed = await pressed_request(update, context)
+    if pressed is None:
+        return
+    query, _, request = pressed
+    picked = await services_of(context).db.set_selection(request.id, SOURCES)
+    await _redraw(query, request, picked)
+
+
+async def separate(update: Update, context: Context) -> None:
+    """`Separate`: queue the pick with a status message, or say why not."""
+    pressed = await pressed_request(update, context)
+    if pressed is None:
+        return
+    query, _, request = pressed
+    services = services_of(context)
+    planned = await plan_separation(
+        services.db,
+        services.queue,
+        request,
+        max_active_jobs=services.settings.max_active_jobs_per_user,
+    )
+    if isinstance(planned, NotStarted):
+        await _answer_not_started(query, planned, services.settings.max_active_jobs_per_user)
+        return
+    await _post_and_enqueue(query, context, request, planned)
+
+
+async def _post_and_enqueue(
+    query: CallbackQuery, context: Context, request: Request, planned: PlannedJob
+) -> None:
+    services = services_of(context)
+    status = await query.get_bot().send_message(
+        request.chat_id,
+        texts.queued(planned.position),
+        reply_parameters=ReplyParameters(request.message_id, allow_sending_without_reply=True),
+    )
+    refused = await enqueue_separation(
+        services.db, services.queue, request, planned, status.message_id
+    )
+    if refused is NotStarted.ALREADY_QUEUED:
+        await status.delete()
+    elif refused is NotStarted.QUEUE_DOWN:
+        await edit_message(status.edit_text(texts.QUEUE_DOWN), {"user_id": request.user_id})
+    if refused is None:
+        await query.answer()
+    else:
+        await _answer_not_started(query, refused, services.settings.max_active_jobs_per_user)
+
+
+async def _answer_not_started(query: CallbackQuery, reason: NotStarted, max_jobs: int) -> None:
+    text, alert = texts.not_started(reason, max_jobs)
+    await query.answer(text, show_alert=alert)
+
+
+async def _redraw(query: CallbackQuery, request: Request, picked: frozenset[str]) -> None:
+    try:
+        await edit_message(
+            query.edit_message_text(
+                texts.picker_text(request.song_name, picked),
+                reply_markup=picker_keyboard(request.id, picked),
+            ),
+            {"user_id": request.user_id, "request_id": request.id},
+        )
+    finally:
+        await query.answer()

@@ -1,0 +1,120 @@
+"""Starting a separation: the use case behind the picker's Separate button, Telegram-free.
+
+It runs in two steps around the one thing only the handler can do, posting the status
+message (whose id the job needs): :func:`plan_separation` decides whether the pick may
+start and at which queue position, :func:`enqueue_separation` queues it under its
+deterministic job id and records it. Each step answers with a typed result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+from bot.queue import QueueClient, QueueUnavailable
+from common.jobs import SeparationJob, separation_job_id
+from separation.tracks import SOURCES
+from storage import Database, Request
+
+logger = logging.getLogger(__name__)
+
+
+class NotStarted(Enum):
+    """Why Separate started nothing."""
+
+    NOTHING_PICKED = "nothing_picked"
+    ALREADY_QUEUED = "already_queued"
+    ALREADY_DELIVERED = "already_delivered"
+    SONG_FAILED = "song_failed"  # the song caused the failure; again would fail the same way
+    TOO_MANY_JOBS = "too_many_jobs"
+    QUEUE_DOWN = "queue_down"
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """A pick that may start: its job id, its stems in source order, its queue position."""
+
+    job_id: str
+    stems: tuple[str, ...]
+    position: int
+
+
+async def plan_separation(
+    db: Database, queue: QueueClient, request: Request, *, max_active_jobs: int
+) -> PlannedJob | NotStarted:
+    """Whether the request's current pick may start now, and where it would queue."""
+    picked = await db.selection(request.id)
+    if not picked:
+        return NotStarted.NOTHING_PICKED
+    stems = tuple(source for source in SOURCES if source in picked)
+    job_id = separation_job_id(request.id, stems)
+    known = await db.get_job(job_id)
+    if known is not None and known.status in ("queued", "running"):
+        return NotStarted.ALREADY_QUEUED
+    if await db.active_job_count(request.user_id) >= max_active_jobs:
+        return NotStarted.TOO_MANY_JOBS
+    try:
+        snapshot = await queue.snapshot([job_id])
+        state = snapshot.states[job_id]
+        if state.state in ("queued", "running"):
+            return NotStarted.ALREADY_QUEUED
+        if state.state == "done":
+            return NotStarted.ALREADY_DELIVERED
+        if state.state == "failed":
+            if not state.retryable:
+                return NotStarted.SONG_FAILED
+            # Our side failed, not the song: the same pick runs again under its id.
+            await queue.forget(job_id)
+            logger.info(
+                "failed job started again", extra={"job_id": job_id, "user_id": request.user_id}
+            )
+    except QueueUnavailable as exc:
+        logger.warning("queue unreachable at enqueue: %s", exc, extra={"job_id": job_id})
+        return NotStarted.QUEUE_DOWN
+    return PlannedJob(job_id, stems, position=snapshot.waiting + 1)
+
+
+async def enqueue_separation(
+    db: Database,
+    queue: QueueClient,
+    request: Request,
+    planned: PlannedJob,
+    status_message_id: int,
+) -> NotStarted | None:
+    """Queue ``planned`` with its status message and record it; ``None`` when queued."""
+    job = SeparationJob(
+        request_id=request.id,
+        chat_id=request.chat_id,
+        user_id=request.user_id,
+        file_id=request.file_id,
+        song_name=request.song_name,
+        stems=planned.stems,
+        status_message_id=status_message_id,
+        reply_to_message_id=request.message_id,
+        file_size=request.file_size,
+        artist=request.artist,
+    )
+    extra = {"job_id": planned.job_id, "user_id": request.user_id, "request_id": request.id}
+    try:
+        enqueued = await queue.enqueue(job)
+    except QueueUnavailable as exc:
+        logger.warning("queue unreachable at enqueue: %s", exc, extra=extra)
+        return NotStarted.QUEUE_DOWN
+    if not enqueued:
+        # Another press won the race; its status message is the one to watch.
+        return NotStarted.ALREADY_QUEUED
+    await db.add_job(
+        job_id=planned.job_id,
+        request_id=request.id,
+        chat_id=request.chat_id,
+        user_id=request.user_id,
+        stems=planned.stems,
+        status_message_id=status_message_id,
+        queue_position=planned.position,
+    )
+    logger.info(
+        "job queued",
+        extra={**extra, "stems": ",".join(planned.stems), "position": planned.position},
+    )
+    return None

@@ -1,0 +1,142 @@
+"""The job watcher: follows jobs in flight through arq and records their outcome in SQLite.
+
+It runs in the bot process (the only one that opens SQLite). It reads the jobs to follow
+from the database, so after a restart it resumes the jobs that were still in flight. Each
+pass reads one :class:`bot.queue.QueueSnapshot` for all of them.
+
+The status message has one writer at a time: while a job waits, the watcher keeps its
+queue position current; once a worker starts it, only the worker edits it. When a job ends
+without a word from any worker (crash, timeout, retries exhausted, lost from Redis), the
+watcher writes the final word, because nobody else will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from telegram import Bot
+
+from bot import texts
+from bot.queue import JobState, QueueClient, QueueUnavailable
+from common.telegram import edit_message
+from common.texts import JOB_CRASHED
+from storage import Database, JobRecord
+
+logger = logging.getLogger(__name__)
+
+# A job must be missing from Redis this many checks in a row before it counts as lost.
+LOST_AFTER_CHECKS = 2
+
+
+class JobWatcher:
+    """Checks every job in flight every ``interval_s`` seconds; :meth:`run` until cancelled."""
+
+    def __init__(self, db: Database, queue: QueueClient, bot: Bot, interval_s: float) -> None:
+        self.db = db
+        self.queue = queue
+        self.bot = bot
+        self.interval_s = interval_s
+        self._missing_checks: dict[str, int] = {}
+        self._queue_down = False
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("job watcher check failed")
+            await asyncio.sleep(self.interval_s)
+
+    async def check_once(self) -> None:
+        """One pass over the jobs in flight."""
+        jobs = await self.db.jobs_in_flight()
+        if not jobs:
+            return
+        try:
+            snapshot = await self.queue.snapshot([job.job_id for job in jobs])
+        except QueueUnavailable as exc:
+            if not self._queue_down:
+                logger.warning("queue unreachable, job outcomes wait: %s", exc)
+            self._queue_down = True
+            return
+        if self._queue_down:
+            logger.info("queue reachable again")
+            self._queue_down = False
+        moved: list[tuple[JobRecord, int | None]] = []
+        for job in jobs:
+            state = snapshot.states[job.job_id]
+            if (
+                state.state == "queued"
+                and job.status == "queued"
+                and state.position != job.queue_position
+            ):
+                moved.append((job, state.position))
+            await self._apply(job, state)
+        await self._show_positions(moved)
+
+    async def _show_positions(self, moved: list[tuple[JobRecord, int | None]]) -> None:
+        """Record and show new queue positions, except for jobs a worker has just started
+        (their status message is the worker's now)."""
+        if not moved:
+            return
+        try:
+            started = await self.queue.started([job.job_id for job, _ in moved])
+        except QueueUnavailable:
+            return
+        for job, position in moved:
+            await self.db.set_queue_position(job.job_id, position)
+            if job.job_id not in started:
+                await self._edit_status(job, texts.queued(position))
+
+    async def _apply(self, job: JobRecord, state: JobState) -> None:
+        extra = {"job_id": job.job_id, "user_id": job.user_id}
+        if state.state != "missing":
+            self._missing_checks.pop(job.job_id, None)
+        if state.state == "running":
+            if job.status == "queued":
+                await self.db.mark_running(job.job_id)
+                logger.info("job running", extra=extra)
+        elif state.state == "done":
+            assert state.outcome is not None
+            await self.db.mark_done(
+                job.job_id,
+                tracks=state.outcome.tracks,
+                audio_seconds=state.outcome.audio_seconds,
+                timings=state.outcome.timings,
+                started_at=state.started_at,
+                finished_at=state.finished_at,
+            )
+            logger.info(
+                "job done",
+                extra={**extra, "tracks": ",".join(state.outcome.tracks)},
+            )
+        elif state.state == "failed":
+            await self.db.mark_failed(
+                job.job_id,
+                state.error or "failed",
+                started_at=state.started_at,
+                finished_at=state.finished_at,
+            )
+            logger.info("job failed: %s", state.error, extra=extra)
+            if state.user_message is None:
+                # The worker died or gave up without telling the user.
+                await self._edit_status(job, JOB_CRASHED)
+        else:
+            checks = self._missing_checks.get(job.job_id, 0) + 1
+            self._missing_checks[job.job_id] = checks
+            if checks >= LOST_AFTER_CHECKS:
+                del self._missing_checks[job.job_id]
+                await self.db.mark_failed(job.job_id, "lost: not in the queue any more")
+                logger.warning("job lost", extra=extra)
+                await self._edit_status(job, texts.JOB_LOST)
+
+    async def _edit_status(self, job: JobRecord, text: str) -> None:
+        if job.status_message_id is None:
+            return
+        await edit_message(
+            self.bot.edit_message_text(text, chat_id=job.chat_id, message_id=job.status_message_id),
+            {"job_id": job.job_id, "user_id": job.user_id},
+        )

@@ -1,0 +1,104 @@
+"""The queue contract between bot and worker: job name, job id, payload, outcome, failure.
+
+Payloads carry ids and small values only, never audio. This module imports neither torch
+nor Telegram, so both sides (and tests) can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# arq function name of the separation task.
+SEPARATE_JOB = "separate"
+
+
+def separation_job_id(request_id: int, stems: Iterable[str]) -> str:
+    """Deterministic arq job id for one request and stem set: a double press runs one job."""
+    return f"sep:{request_id}:{'+'.join(sorted(set(stems)))}"
+
+
+@dataclass(frozen=True)
+class SeparationJob:
+    """What the worker needs to serve one request; passed to arq as keyword arguments."""
+
+    request_id: int
+    chat_id: int
+    user_id: int
+    file_id: str
+    song_name: str
+    stems: tuple[str, ...]
+    status_message_id: int
+    reply_to_message_id: int | None = None
+    file_size: int | None = None
+    artist: str | None = None
+
+    def to_kwargs(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stems"] = list(self.stems)
+        return data
+
+    @classmethod
+    def from_kwargs(cls, data: Mapping[str, Any]) -> SeparationJob:
+        values = dict(data)
+        values["stems"] = tuple(values["stems"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """The worker's return value for a successful job (arq stores it as the job result)."""
+
+    tracks: tuple[str, ...]
+    audio_seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_result(self) -> dict[str, Any]:
+        return {
+            "tracks": list(self.tracks),
+            "audio_seconds": self.audio_seconds,
+            "timings": dict(self.timings),
+        }
+
+    @classmethod
+    def from_result(cls, data: Mapping[str, Any]) -> JobOutcome:
+        return cls(tuple(data["tracks"]), float(data["audio_seconds"]), dict(data["timings"]))
+
+
+class FailureReason(StrEnum):
+    """Why a job failed, as the worker reports it and the bot records it."""
+
+    UNKNOWN_STEMS = "unknown_stems"
+    INVALID_AUDIO = "invalid_audio"
+    TOO_LONG = "too_long"
+    FILE_TOO_BIG = "file_too_big"
+    TELEGRAM_FILE_TOO_BIG = "telegram_file_too_big"
+    FILE_UNAVAILABLE = "file_unavailable"
+    FORBIDDEN = "forbidden"
+    UPLOAD_REFUSED = "upload_refused"
+    UPLOAD_TOO_LARGE = "upload_too_large"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+
+    @property
+    def retryable(self) -> bool:
+        """True when the failure says nothing about the song: Separate again may succeed.
+
+        Every other reason (undecodable, too long, too big, ...) would fail the same way.
+        """
+        return self in (FailureReason.UNAVAILABLE, FailureReason.TIMEOUT)
+
+
+class JobFailed(Exception):
+    """A job failed for a reason the user should read (bad input, limits); not retried.
+
+    Raised by the worker; arq pickles it as the job result, and the bot reads ``reason`` and
+    ``user_message`` from it.
+    """
+
+    def __init__(self, reason: FailureReason, user_message: str) -> None:
+        super().__init__(reason, user_message)
+        self.reason = reason
+        self.user_message = user_message

@@ -1,0 +1,22 @@
+"""The 👍 / 👎 message: the worker sends it after the tracks, the bot redraws it on a vote."""
+
+from __future__ import annotations
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from common import callback_data as cd
+
+PICKED_MARK = "✅"
+RATING_PROMPT = "How did the separation turn out? Rate it:"
+
+
+def rating_keyboard(request_id: int, chosen: str | None = None) -> InlineKeyboardMarkup:
+    """👍 / 👎 under the delivered tracks (✅ on the ``chosen`` one); a new vote replaces it."""
+    buttons = [
+        InlineKeyboardButton(
+            f"{label} {PICKED_MARK}" if vote == chosen else label,
+            callback_data=cd.vote(request_id, vote),
+        )
+        for vote, label in (("up", "👍"), ("down", "👎"))
+    ]
+    return InlineKeyboardMarkup([buttons])

@@ -1,0 +1,134 @@
+"""The one settings object of the service, read from the environment and a `.env` file.
+
+Each entry point builds it once (``Settings()``) and passes it down; nothing builds it at
+import time. Tests construct it directly with keyword arguments (field names).
+
+Every variable is ``DEMIX_<FIELD>``, except the ones DESIGN.md pins under other names
+(``TELEGRAM_*``, ``REDIS_URL``), which are aliases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from separation.config import DEFAULT_BLEND_WEIGHTS, DEFAULT_MODELS, SeparatorConfig
+
+ENV_PREFIX = "DEMIX_"
+
+
+class Settings(BaseSettings):
+    """Every setting of bot, worker and CLI; docs/operations.md has the table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    # Telegram
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    telegram_api_base_url: str = Field(
+        "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
+    )
+    telegram_file_base_url: str = Field(
+        "https://api.telegram.org/file/bot", validation_alias="TELEGRAM_FILE_BASE_URL"
+    )
+    telegram_local_mode: bool = Field(False, validation_alias="TELEGRAM_LOCAL_MODE")
+
+    # Queue and storage
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    db_path: Path = Path("data/demix.sqlite3")
+    data_dir: Path = Path("data")
+
+    # Separation
+    model_repo: Path | None = None
+    models: Annotated[tuple[str, str], NoDecode] = DEFAULT_MODELS
+    device: str = "auto"
+    blend_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BLEND_WEIGHTS))
+    shifts: int = Field(0, ge=0, le=10)
+    overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    cache_dir: Path = Path("data/cache")
+    cache_max_mb: int = Field(20_000, ge=0)
+
+    # Limits and access
+    max_file_mb: int = Field(20, gt=0)
+    max_duration_s: int = Field(900, gt=0)
+    admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    max_active_jobs_per_user: int = Field(1, ge=1)
+
+    # Worker (arq): concurrency, retries, duration-scaled deadline, progress edits
+    worker_max_jobs: int = Field(1, ge=1)
+    job_max_tries: int = Field(5, ge=1)
+    job_keep_result_s: int = Field(86_400, ge=1)
+    job_timeout_base_s: float = Field(120.0, gt=0)
+    job_timeout_per_audio_s: float = Field(4.0, ge=0)
+    retry_backoff_s: float = Field(5.0, ge=0)
+    retry_backoff_max_s: float = Field(300.0, ge=0)
+    progress_edit_interval_s: float = Field(3.0, ge=0)
+
+    # Logging
+    log_level: str = "INFO"
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Field name -> the environment variable that sets it."""
+        return {
+            name: info.validation_alias
+            if isinstance(info.validation_alias, str)
+            else ENV_PREFIX + name.upper()
+            for name, info in cls.model_fields.items()
+        }
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            names = tuple(part.strip() for part in value.split(",") if part.strip())
+            if len(names) != 2:
+                raise ValueError("DEMIX_MODELS names two models: 4-source A, 6-source B")
+            return names
+        return value
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(
+                int(part) for part in value.replace(";", ",").split(",") if part.strip()
+            )
+        if isinstance(value, int):
+            return frozenset({value})
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in {"auto", "cuda", "mps", "cpu"} and not value.startswith("cuda:"):
+            raise ValueError("DEMIX_DEVICE is one of auto, cuda, cuda:N, mps, cpu")
+        return value
+
+    def require_token(self) -> str:
+        """The bot token, or a clear error for entry points that need one."""
+        if self.telegram_bot_token is None or not self.telegram_bot_token.get_secret_value():
+            raise SystemExit("TELEGRAM_BOT_TOKEN is not set (environment or .env file)")
+        return self.telegram_bot_token.get_secret_value()
+
+    def separator_config(self) -> SeparatorConfig:
+        """The separation engine's configuration (a cache cap of 0 disables the cache)."""
+        return SeparatorConfig(
+            models=self.models,
+            model_repo=self.model_repo,
+            device=self.device,
+            blend_weights=dict(self.blend_weights),
+            shifts=self.shifts,
+            overlap=self.overlap,
+            cache_dir=self.cache_dir if self.cache_max_mb > 0 else None,
+            cache_max_bytes=self.cache_max_mb * 10**6,
+        )

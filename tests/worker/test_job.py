@@ -1,0 +1,793 @@
+"""The arq worker end to end: a real Redis, arq's real Worker in-process, the fake Bot API
+over real HTTP, tiny random models through demucs's loading path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.jobs import Job, JobResult, JobStatus
+from arq.worker import Worker
+from telegram import Bot
+
+from common.jobs import (
+    SEPARATE_JOB,
+    FailureReason,
+    JobFailed,
+    JobOutcome,
+    SeparationJob,
+    separation_job_id,
+)
+from common.settings import Settings
+from separation import EnsembleSeparator, SeparatorConfig, probe_audio
+from tests.support.audio import decode, make_song
+from tests.support.fake_bot_api import (
+    MB,
+    NOT_MODIFIED,
+    TEST_TOKEN,
+    ApiCall,
+    ChatMessage,
+    FakeBotApi,
+)
+from tests.support.waiting import async_wait_until
+from worker import texts
+from worker.app import worker_settings
+from worker.delivery import ledger_key
+from worker.job import STATE_KEY, separate_job
+from worker.progress import EditThrottle, StatusMessage
+
+USER = 501
+# Retries and status edits at test speed.
+FAST: dict[str, Any] = {
+    "retry_backoff_s": 0.05,
+    "retry_backoff_max_s": 0.2,
+    "progress_edit_interval_s": 0.2,
+}
+_request_ids = itertools.count(1000)
+
+
+@pytest.fixture(scope="module")
+def separator(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> EnsembleSeparator:
+    """One separator for the module: the tiny models load once, as in a worker process."""
+    config = SeparatorConfig(
+        model_repo=model_repo, device="cpu", cache_dir=tmp_path_factory.mktemp("cache")
+    )
+    return EnsembleSeparator(config)
+
+
+@pytest.fixture
+def settings(
+    make_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, redis_url: str
+) -> Settings:
+    return make_settings(**fake_bot_api.settings_overrides(), redis_url=redis_url, **FAST)
+
+
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    yield redis
+    await redis.aclose()
+
+
+@dataclass
+class Submitted:
+    job: SeparationJob
+    job_id: str
+    song_message: ChatMessage
+
+
+async def submit(
+    api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    song: Path | bytes,
+    stems: tuple[str, ...],
+    *,
+    user_id: int = USER,
+    send_as: str = "audio",
+    song_name: str = "Test Song",
+    declared_size: int | None = None,
+) -> Submitted:
+    """Do what the bot does before a job: the user's song, a status message, the enqueue."""
+    if send_as == "audio":
+        message = api.send_audio(user_id, song, declared_size=declared_size)
+    else:
+        message = api.send_document(user_id, song, file_name="song.mp3")
+    assert message.file is not None
+    token = settings.require_token()
+    async with Bot(token, base_url=settings.telegram_api_base_url) as bot:
+        status = await bot.send_message(message.chat_id, "⏳ Queued: you're next.")
+    job = SeparationJob(
+        request_id=next(_request_ids),
+        chat_id=message.chat_id,
+        user_id=user_id,
+        file_id=message.file.file_id,
+        song_name=song_name,
+        stems=stems,
+        status_message_id=status.message_id,
+        reply_to_message_id=message.message_id,
+        file_size=message.file.size,
+        artist="Test Artist",
+    )
+    job_id = separation_job_id(job.request_id, stems)
+    assert await pool.enqueue_job(SEPARATE_JOB, _job_id=job_id, **job.to_kwargs())
+    return Submitted(job, job_id, message)
+
+
+async def run_worker_burst(settings: Settings, separator: EnsembleSeparator) -> Worker:
+    """Run arq's Worker until the queue is empty (deferred retries included)."""
+    worker = Worker(
+        **worker_settings(
+            settings, separator=separator, burst=True, handle_signals=False, poll_delay_s=0.05
+        )
+    )
+    try:
+        await asyncio.wait_for(worker.async_run(), timeout=180)
+    finally:
+        await worker.close()
+    return worker
+
+
+async def result_of(pool: ArqRedis, job_id: str) -> JobResult:
+    return await Job(job_id, pool).result_info()  # type: ignore[return-value]
+
+
+def status_texts(api: FakeBotApi, submitted: Submitted) -> list[str | None]:
+    message = api.message(submitted.job.chat_id, submitted.job.status_message_id)
+    assert message is not None
+    return message.texts
+
+
+def rating_messages(api: FakeBotApi, chat_id: int) -> list[ChatMessage]:
+    return [m for m in api.chat_messages(chat_id) if any("👍" in b.text for b in m.buttons)]
+
+
+def status_edits(api: FakeBotApi, submitted: Submitted) -> list[ApiCall]:
+    return [
+        call
+        for call in api.calls("editMessageText")
+        if call.params.get("message_id") == submitted.job.status_message_id and call.ok
+    ]
+
+
+def assert_sums_to_mix(mix: np.ndarray, stems: list[np.ndarray]) -> None:
+    """The decoded stems add up to the decoded input, within mp3 coding noise."""
+    n = mix.shape[1]
+    for stem in stems:
+        assert stem.shape == mix.shape, "every track has the input's length, sample-aligned"
+    total = np.sum(stems, axis=0)[:, :n]
+    error = total - mix
+    snr_db = 10 * np.log10(np.sum(mix**2) / max(np.sum(error**2), 1e-20))
+    assert snr_db > 20, f"stems sum back to the mix at only {snr_db:.1f} dB SNR"
+
+
+async def test_job_delivers_an_album_then_rating_then_done(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "drums"))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 0)
+
+    chat = submitted.job.chat_id
+    audios = fake_bot_api.audio_messages(chat)
+    names = [m.file_name for m in audios]
+    assert names == ["Test Song - drums.mp3", "Test Song - vocals.mp3", "Test Song - rest.mp3"]
+    assert len({m.media_group_id for m in audios}) == 1 and audios[0].media_group_id
+    assert all(m.reply_to == submitted.song_message.message_id for m in audios)
+    assert [m.file.title for m in audios if m.file] == [
+        "Test Song (drums)",
+        "Test Song (vocals)",
+        "Test Song (rest)",
+    ]
+
+    decoded = []
+    for message in audios:
+        assert message.data is not None
+        path = tmp_path / (message.file_name or "track.mp3")
+        path.write_bytes(message.data)
+        decoded.append(decode(path))
+    assert_sums_to_mix(decode(song), decoded)
+
+    ratings = rating_messages(fake_bot_api, chat)
+    assert len(ratings) == 1
+    assert {b.callback_data for b in ratings[0].buttons} == {
+        f"v:{submitted.job.request_id}:up",
+        f"v:{submitted.job.request_id}:down",
+    }
+    bot_messages = fake_bot_api.chat_messages(chat)
+    assert bot_messages.index(ratings[0]) > bot_messages.index(audios[-1]), "rating comes last"
+
+    texts = status_texts(fake_bot_api, submitted)
+    assert texts[-1] is not None and texts[-1].startswith("✅ Done in ")
+    assert any(t and "Separating" in t for t in texts)
+
+    info = await result_of(pool, submitted.job_id)
+    assert info.success
+    outcome = JobOutcome.from_result(info.result)
+    assert outcome.tracks == ("drums", "vocals", "rest")
+    assert outcome.audio_seconds == pytest.approx(3.0, abs=0.05)
+    assert {"download_s", "separate_s", "encode_s", "upload_s", "total_s"} <= set(outcome.timings)
+
+
+async def test_vocals_alone_gives_vocals_and_no_vocals_as_one_album(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    await run_worker_burst(settings, separator)
+    audios = fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert [m.file_name for m in audios] == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
+    assert len(fake_bot_api.calls("sendMediaGroup")) == 1
+    assert not fake_bot_api.calls("sendAudio")
+
+
+async def test_undecodable_file_fails_once_with_the_formats(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+) -> None:
+    submitted = await submit(
+        fake_bot_api,
+        settings,
+        pool,
+        b"ID3 this is not audio at all" * 50,
+        ("vocals",),
+        send_as="document",
+    )
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (0, 1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "mp3" in final
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert not rating_messages(fake_bot_api, submitted.job.chat_id)
+    assert len(fake_bot_api.downloads()) == 1, "bad input is not retried"
+    info = await result_of(pool, submitted.job_id)
+    assert not info.success and isinstance(info.result, JobFailed)
+    assert info.result.reason is FailureReason.INVALID_AUDIO and "mp3" in info.result.user_message
+
+
+async def test_song_over_the_duration_limit_fails_naming_it(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_duration_s=2
+    )
+    submitted = await submit(fake_bot_api, settings, pool, song, ("bass",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "2 s" in final
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    info = await result_of(pool, submitted.job_id)
+    assert isinstance(info.result, JobFailed) and info.result.reason is FailureReason.TOO_LONG
+
+
+async def test_a_guessed_duration_over_the_limit_does_not_refuse_a_short_song(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+) -> None:
+    # A VBR mp3 without a Xing header and a quiet start: ffprobe guesses its duration from
+    # the first frames' low bitrate, far longer than the 8 s it decodes to.
+    song = tmp_path / "Quiet Start.mp3"
+    source = "aevalsrc=if(lt(t\\,3)\\,0\\,0.3*sin(2*PI*440*t)+0.2*(random(0)-0.5)):s=44100:d=8"
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", source, "-ac", "2"),
+            *("-c:a", "libmp3lame", "-q:a", "2", "-write_xing", "0", str(song)),
+        ],
+        check=True,
+    )
+    guessed = probe_audio(song)
+    assert guessed.duration_estimated and guessed.duration_s > 12
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_duration_s=12
+    )
+    submitted = await submit(
+        fake_bot_api, settings, pool, song, ("vocals",), song_name="Quiet Start"
+    )
+    worker = await run_worker_burst(settings, separator)
+    assert worker.jobs_complete == 1
+    tracks = fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert [m.file_name for m in tracks] == [
+        "Quiet Start - vocals.mp3",
+        "Quiet Start - no_vocals.mp3",
+    ]
+
+
+async def test_file_over_telegrams_download_limit_fails_naming_it(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=25 * MB)
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    assert len(fake_bot_api.calls("getFile")) == 1
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "20 MB" in final
+    assert not fake_bot_api.downloads()
+
+
+async def test_transient_telegram_errors_are_retried_then_delivered_once(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+) -> None:
+    fake_bot_api.fail_next("getFile", status=429, retry_after=1)
+    # After the separation: the retry finds the sources in the cache.
+    fake_bot_api.fail_next("sendMediaGroup", status=502)
+    # The album is in by then: the retry must send the rating, not the album again.
+    fake_bot_api.fail_next("sendMessage", status=500, when=lambda params: "reply_markup" in params)
+    song = make_song(tmp_path / "Test Song.mp3", seconds=3.0, seed=21)
+    passes = separator.model_passes
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "bass"))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 3)
+    # One pass per needed sub-model of the bag (vocals, bass), once over all tries.
+    assert separator.model_passes - passes == 2
+    chat = submitted.job.chat_id
+    assert [m.file_name for m in fake_bot_api.audio_messages(chat)] == [
+        "Test Song - bass.mp3",
+        "Test Song - vocals.mp3",
+        "Test Song - rest.mp3",
+    ]
+    assert len(rating_messages(fake_bot_api, chat)) == 1
+    assert (status_texts(fake_bot_api, submitted)[-1] or "").startswith("✅ Done")
+    getfile = fake_bot_api.calls("getFile")
+    assert getfile[1].at - getfile[0].at >= 0.9, "RetryAfter's wait is honoured"
+
+
+async def test_retries_exhausted_tell_the_user_to_try_later(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        **FAST,
+        job_max_tries=2,
+    )
+    fake_bot_api.fail_next("getFile", status=502, times=5)
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 1)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "try again" in final
+    info = await result_of(pool, submitted.job_id)
+    assert isinstance(info.result, JobFailed) and info.result.reason is FailureReason.UNAVAILABLE
+
+
+async def test_status_edits_are_spaced_and_only_sent_when_the_text_changes(
+    fake_bot_api: FakeBotApi, settings: Settings, pool: ArqRedis, song: Path
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    interval = 0.3
+    throttle = EditThrottle(interval)
+    async with Bot(settings.require_token(), base_url=settings.telegram_api_base_url) as bot:
+        status = StatusMessage(
+            bot, submitted.job.chat_id, submitted.job.status_message_id, throttle
+        )
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.0
+        step = 0
+        while loop.time() < end:  # a progress callback far faster than Telegram allows
+            await status.update(texts.separating(step / 1000))
+            await status.update(texts.separating(step / 1000))  # same text again
+            step += 1
+            await asyncio.sleep(0.005)
+        assert await status.show("✅ Done in 1 s: 2 tracks sent.")
+        assert not await status.show("✅ Done in 1 s: 2 tracks sent."), "unchanged: no edit"
+    edits = status_edits(fake_bot_api, submitted)
+    assert step > 50
+    # One edit per interval over the second of updates (+1 for the first), then the final.
+    assert 2 <= len(edits) <= 1.0 / interval + 2
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert min(gaps) >= interval * 0.9, gaps
+    assert edits[-1].params["text"].startswith("✅ Done")
+    assert all(call.ok for call in fake_bot_api.calls("editMessageText"))
+
+
+async def test_status_edits_survive_telegram_refusals(
+    fake_bot_api: FakeBotApi, settings: Settings, pool: ArqRedis, song: Path
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    throttle = EditThrottle(0.05)
+    chat = submitted.job.chat_id
+    async with Bot(settings.require_token(), base_url=settings.telegram_api_base_url) as bot:
+        status = StatusMessage(bot, chat, submitted.job.status_message_id, throttle)
+        fake_bot_api.fail_next("editMessageText", status=429, retry_after=1)
+        assert not await status.update("🎛 Separating… 10%")
+        assert throttle.wait_s(chat) > 0.5, "RetryAfter holds further edits back"
+        assert not await status.update("🎛 Separating… 20%"), "dropped while held back"
+        assert await status.show("🎛 Separating… 30%"), "a stage text waits its turn"
+        # Telegram says "not modified" when the text is already there: not an error.
+        throttle = status.throttle = EditThrottle(0.0)
+        status.text = None
+        assert await status.show("🎛 Separating… 30%")
+        gone = StatusMessage(bot, chat, 999_999, throttle)
+        assert not await gone.show("✅ Done"), "a deleted status message does not raise"
+        # A long flood-control ban: the text is dropped instead of holding the job open.
+        fake_bot_api.fail_next("editMessageText", status=429, retry_after=60)
+        assert not await status.update("🎛 Separating… 40%")
+        started = asyncio.get_running_loop().time()
+        assert not await status.show("✅ Done")
+        assert asyncio.get_running_loop().time() - started < 1
+    texts_now = status_texts(fake_bot_api, submitted)
+    assert texts_now[-1] == "🎛 Separating… 30%"
+    assert any(NOT_MODIFIED[:30] in (c.description or "") for c in fake_bot_api.calls())
+
+
+async def test_progress_is_shown_while_a_job_separates(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+) -> None:
+    interval = 0.3
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        progress_edit_interval_s=interval,
+    )
+    # Several chunks (progress callbacks), and a fresh song: no cache hit.
+    long_song = make_song(tmp_path / "long.mp3", seconds=14.0, seed=7)
+    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    await run_worker_burst(settings, separator)
+    edits = status_edits(fake_bot_api, submitted)
+    shown = [str(call.params["text"]) for call in edits]
+    assert shown[0] == texts.DOWNLOADING
+    assert any("Separating" in t for t in shown), shown
+    assert shown[-2:] == [texts.UPLOADING, shown[-1]] and shown[-1].startswith("✅")
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+    assert min(gaps) >= interval * 0.9, f"edits closer than {interval}s: {gaps}"
+    percents = [int(t.rsplit(" ", 1)[-1].rstrip("%")) for t in shown if "Separating" in t]
+    assert percents == sorted(percents)
+
+
+@pytest.fixture
+async def worker_ctx(
+    settings: Settings, separator: EnsembleSeparator, pool: ArqRedis
+) -> AsyncIterator[dict[str, Any]]:
+    """arq's worker context after on_startup, to call the job function as arq does."""
+    options = worker_settings(settings, separator=separator)
+    ctx: dict[str, Any] = {"redis": pool}
+    await options["on_startup"](ctx)
+    yield ctx
+    await options["on_shutdown"](ctx)
+
+
+async def test_a_rerun_of_a_finished_job_delivers_nothing_new(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    worker_ctx: dict[str, Any],
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("piano", "guitar"))
+    # arq's own bookkeeping was lost (worker killed after the last send): it runs again.
+    job_ctx = await Job(submitted.job_id, pool).info()
+    assert job_ctx is not None
+    ctx = {
+        **worker_ctx,
+        "job_id": submitted.job_id,
+        "job_try": 1,
+        "enqueue_time": job_ctx.enqueue_time,
+    }
+    first = await separate_job(ctx, **submitted.job.to_kwargs())
+    chat = submitted.job.chat_id
+    audios = len(fake_bot_api.audio_messages(chat))
+    downloads = len(fake_bot_api.downloads())
+    calls = len(fake_bot_api.calls())
+    passes = worker_ctx[STATE_KEY].separator.model_passes
+
+    second = await separate_job({**ctx, "job_try": 2}, **submitted.job.to_kwargs())
+    assert second["tracks"] == first["tracks"] == ["guitar", "piano", "rest"]
+    assert second["audio_seconds"] == first["audio_seconds"]
+    assert len(fake_bot_api.audio_messages(chat)) == audios == 3
+    assert len(rating_messages(fake_bot_api, chat)) == 1
+    assert len(fake_bot_api.downloads()) == downloads, "nothing is downloaded again"
+    assert worker_ctx[STATE_KEY].separator.model_passes == passes, "no model pass again"
+    new_calls = [c.method for c in fake_bot_api.calls()[calls:]]
+    assert set(new_calls) <= {"editMessageText"}, new_calls
+    ledger = await pool.hgetall(ledger_key(submitted.job_id, job_ctx.enqueue_time))  # type: ignore[misc]
+    assert b"album:guitar" in ledger and b"rating" in ledger and b"done" in ledger
+
+
+def _worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **api.environment(),
+        "REDIS_URL": redis_url,
+        "DEMIX_MODEL_REPO": str(model_repo),
+        "DEMIX_DEVICE": "cpu",
+        "DEMIX_DATA_DIR": str(root / "data"),
+        "DEMIX_CACHE_DIR": str(root / "cache"),
+        "DEMIX_DB_PATH": str(root / "unused.sqlite3"),
+        # Small budgets: arq hands a killed worker's job to another worker only when the
+        # in-progress lease (its function timeout + 10 s) has run out.
+        "DEMIX_JOB_TIMEOUT_BASE_S": "20",
+        "DEMIX_JOB_TIMEOUT_PER_AUDIO_S": "1",
+        "DEMIX_MAX_DURATION_S": "4",
+        "DEMIX_RETRY_BACKOFF_S": "0.1",
+        "DEMIX_LOG_LEVEL": "DEBUG",
+    }
+
+
+def _start_worker(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "demix", "worker"],
+            env=env,
+            cwd=cwd,  # no stray .env file from the checkout
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+
+
+@pytest.mark.slow
+async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    redis_url: str,
+    model_repo: Path,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    chat = submitted.job.chat_id
+    # Slow edits keep the job open after the rating is sent: the kill lands before arq
+    # records completion, so arq runs the job again on the next worker.
+    fake_bot_api.set_latency("editMessageText", 0.5)
+    env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+    first = _start_worker(env, tmp_path, logs[0])
+    second: subprocess.Popen[bytes] | None = None
+    try:
+
+        async def ledger_has_rating() -> bool:
+            for key in await pool.keys("demix:delivery:*"):
+                if await pool.hexists(key, "rating"):  # type: ignore[misc]
+                    return True
+            return False
+
+        await async_wait_until(
+            ledger_has_rating,  # type: ignore[arg-type]
+            timeout=120,
+            what="album and rating sent",
+        )
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert len(fake_bot_api.audio_messages(chat)) == 2
+        assert await Job(submitted.job_id, pool).status() == JobStatus.in_progress
+
+        fake_bot_api.set_latency("editMessageText", 0)
+        second = _start_worker(env, tmp_path, logs[1])
+
+        async def job_complete() -> bool:
+            return await Job(submitted.job_id, pool).status() == JobStatus.complete
+
+        await async_wait_until(
+            job_complete,  # type: ignore[arg-type]
+            timeout=120,
+            what="the re-run to complete",
+        )
+        info = await result_of(pool, submitted.job_id)
+        assert info.success and info.job_try == 2
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+    names = [m.file_name for m in fake_bot_api.audio_messages(chat)]
+    assert names == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
+    assert len(fake_bot_api.calls("sendMediaGroup")) == 1
+    assert len(rating_messages(fake_bot_api, chat)) == 1
+    assert (status_texts(fake_bot_api, submitted)[-1] or "").startswith("✅ Done")
+    rerun_log = logs[1].read_text()
+    assert "already delivered by an earlier run" in rerun_log
+    for log in logs:
+        text = log.read_text()
+        assert "job started" in text
+        assert fake_bot_api.token not in text and fake_bot_api.token.split(":")[1] not in text
+
+
+async def test_worker_shutdown_stops_the_separation_and_leaves_the_job_queued(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.job")
+    long_song = make_song(tmp_path / "long.mp3", seconds=30.0, seed=11)
+    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    worker = Worker(
+        **worker_settings(settings, separator=separator, handle_signals=False, poll_delay_s=0.05)
+    )
+    running = asyncio.create_task(worker.async_run())
+    try:
+
+        def separating() -> bool:
+            return any(t and "Separating" in t for t in status_texts(fake_bot_api, submitted))
+
+        await async_wait_until(separating, timeout=60, what="separation to start")
+    finally:
+        started = asyncio.get_running_loop().time()
+        await worker.close()  # what SIGTERM does: cancel running jobs, stop polling
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    stopped_in = asyncio.get_running_loop().time() - started
+    assert "separation stopped at a chunk boundary" in caplog.text
+    assert stopped_in < 15, stopped_in
+    assert await Job(submitted.job_id, pool).status() == JobStatus.queued, "left for a re-run"
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    assert not any(t and t.startswith("❌") for t in status_texts(fake_bot_api, submitted))
+
+
+async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="worker.job")
+    # 2 s is ample to download and decode a minute of audio, and about a third of what
+    # separating it takes here, so the deadline falls inside the separation on slower and
+    # faster machines alike.
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(),
+        redis_url=redis_url,
+        **FAST,
+        job_timeout_base_s=2.0,
+        job_timeout_per_audio_s=0.0,
+    )
+    long_song = make_song(tmp_path / "long.mp3", seconds=60.0, seed=13)
+    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "too long" in final
+    assert "separation stopped at a chunk boundary" in caplog.text
+    assert not fake_bot_api.audio_messages(submitted.job.chat_id)
+    info = await result_of(pool, submitted.job_id)
+    assert isinstance(info.result, JobFailed) and info.result.reason is FailureReason.TIMEOUT
+
+
+async def test_local_bot_api_server_lifts_the_download_limit(
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    with FakeBotApi(TEST_TOKEN, local_mode=True) as local_api:
+        settings = make_settings(
+            **local_api.settings_overrides(), **FAST, redis_url=redis_url, max_file_mb=200
+        )
+        submitted = await submit(
+            local_api, settings, pool, song, ("vocals",), declared_size=25 * MB
+        )
+        worker = await run_worker_burst(settings, separator)
+        assert worker.jobs_complete == 1
+        audios = local_api.audio_messages(submitted.job.chat_id)
+        assert [m.file_name for m in audios] == [
+            "Test Song - vocals.mp3",
+            "Test Song - no_vocals.mp3",
+        ]
+        assert not local_api.downloads(), "read from the server's disk, not over HTTP"
+
+
+async def test_file_over_the_configured_limit_fails_naming_it(
+    fake_bot_api: FakeBotApi,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    settings = make_settings(
+        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_file_mb=1
+    )
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=3 * MB)
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "1 MB" in final
+    assert not fake_bot_api.downloads()
+
+
+@pytest.mark.parametrize("problem", ["rejected token", "no models"])
+def test_demix_worker_exits_with_a_clear_error(
+    problem: str,
+    fake_bot_api: FakeBotApi,
+    redis_url: str,
+    model_repo: Path,
+    tmp_path: Path,
+) -> None:
+    env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    if problem == "rejected token":
+        env["TELEGRAM_BOT_TOKEN"] = "999999:WRONG-token-for-this-test"
+        expected = "TELEGRAM_BOT_TOKEN was rejected"
+    else:
+        (tmp_path / "empty-models").mkdir()
+        env["DEMIX_MODEL_REPO"] = str(tmp_path / "empty-models")
+        expected = "models are not available"
+    log = tmp_path / "worker.log"
+    process = _start_worker(env, tmp_path, log)
+    try:
+        assert process.wait(timeout=120) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    text = log.read_text()
+    assert expected in text, text
+    assert "WRONG-token" not in text and fake_bot_api.token.split(":")[1] not in text
+
+
+async def test_tracks_over_the_upload_limit_fail_without_retries(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    # What Telegram answers to an album over its 50 MB upload limit.
+    fake_bot_api.fail_next("sendMediaGroup", status=413, description="Request Entity Too Large")
+    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
+    assert len(fake_bot_api.calls("sendMediaGroup")) == 1
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert final.startswith("❌") and "50 MB" in final
+    assert not rating_messages(fake_bot_api, submitted.job.chat_id)

@@ -1,0 +1,1 @@
+"""The arq separation worker: a thin adapter between the queue, Telegram and `separation`."""

@@ -1,0 +1,179 @@
+"""Sending a job's results to the chat exactly once, even when arq runs the job again.
+
+arq runs a job at least once: a worker killed mid-job (or a ``Retry`` after a transient
+error) means the job starts over on some worker. Every send therefore goes through a
+:class:`DeliveryLedger`, a Redis hash per job that records what the chat already has (each
+album, each single track, the rating message, the final status). A send happens only when
+its entry is missing, and its entry is written right after Telegram accepts it.
+
+The remaining window, stated honestly: if the process dies (or Redis becomes unreachable)
+after Telegram has accepted an upload but before the ledger entry is written, the re-run
+sends that item again. The same holds when an upload times out on our side although
+Telegram received it. Telegram has no idempotency key for ``sendMediaGroup`` /
+``sendAudio``, so this window can be made small (the write follows the send at once) but not
+closed; the user may then see one duplicate album, never a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from telegram import Bot, InputMediaAudio, ReplyParameters
+
+from common.jobs import SeparationJob
+from common.rating import RATING_PROMPT, rating_keyboard
+from separation.naming import track_title
+
+logger = logging.getLogger(__name__)
+
+# Longer than any job's life including all retries; the key only guards re-runs.
+LEDGER_TTL_S = 7 * 24 * 3600
+# Telegram's album size limits.
+ALBUM_MIN, ALBUM_MAX = 2, 10
+
+STARTED_AT = "started_at"
+AUDIO_SECONDS = "audio_seconds"
+RATING = "rating"
+DONE = "done"
+
+
+def ledger_key(job_id: str, enqueue_time: datetime) -> str:
+    """The ledger of one enqueued job.
+
+    The enqueue time is part of the key because job ids are deterministic per request and
+    stem set: once arq forgets a finished job, the same request may be enqueued again
+    under the same id, and that new job must deliver again. A re-run of the same enqueued
+    job (``Retry``, a killed worker) keeps its enqueue time, so it finds the same ledger.
+    """
+    return f"demix:delivery:{job_id}:{round(enqueue_time.timestamp() * 1000)}"
+
+
+class DeliveryLedger:
+    """What one job has already sent to its chat, kept in a Redis hash."""
+
+    def __init__(self, redis: Redis, key: str, ttl_s: int = LEDGER_TTL_S) -> None:
+        self.redis = redis
+        self.key = key
+        self.ttl_s = ttl_s
+
+    async def load(self) -> dict[str, str]:
+        """Every entry recorded so far."""
+        raw: dict[Any, Any] = await self.redis.hgetall(self.key)  # type: ignore[misc]
+        return {_text(field): _text(value) for field, value in raw.items()}
+
+    async def record(self, field: str, value: str) -> None:
+        """Record ``field`` (overwriting) and keep the ledger alive."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, field, value)
+            pipe.expire(self.key, self.ttl_s)
+            await pipe.execute()
+
+    async def record_once(self, field: str, value: str) -> str:
+        """Record ``field`` unless present; return the value that is stored."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self.key, field, value)
+            pipe.hget(self.key, field)
+            pipe.expire(self.key, self.ttl_s)
+            _, stored, _ = await pipe.execute()
+        return _text(stored)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _chunks(tracks: Sequence[str]) -> list[list[str]]:
+    return [list(tracks[i : i + ALBUM_MAX]) for i in range(0, len(tracks), ALBUM_MAX)]
+
+
+def _entry(chunk: Sequence[str]) -> str:
+    return f"album:{chunk[0]}" if len(chunk) >= ALBUM_MIN else f"track:{chunk[0]}"
+
+
+def delivered_all(tracks: Sequence[str], sent: Mapping[str, str]) -> bool:
+    """Whether the ledger ``sent`` shows every track of ``tracks`` delivered."""
+    return all(_entry(chunk) in sent for chunk in _chunks(tracks))
+
+
+def _reply_to(job: SeparationJob) -> ReplyParameters | None:
+    if job.reply_to_message_id is None:
+        return None
+    return ReplyParameters(job.reply_to_message_id, allow_sending_without_reply=True)
+
+
+async def deliver_tracks(
+    bot: Bot,
+    ledger: DeliveryLedger,
+    job: SeparationJob,
+    files: Mapping[str, Path],
+    sent: Mapping[str, str],
+    log_extra: Mapping[str, Any] | None = None,
+) -> int:
+    """Send ``files`` (track name -> mp3) not yet in ``sent``: albums of 2-10 audios
+    (``sendMediaGroup``), ``sendAudio`` for a lone track. Return how many messages were sent.
+    """
+    extra = dict(log_extra or {})
+    messages = 0
+    for chunk in _chunks(list(files)):
+        entry = _entry(chunk)
+        if entry in sent:
+            logger.info("already delivered, skipping %s", entry, extra=extra)
+            continue
+        # Open file objects, not paths: with a local Bot API server PTB would otherwise
+        # send a file:// URI that only works when the server shares this machine's disk.
+        with ExitStack() as stack:
+            if len(chunk) >= ALBUM_MIN:
+                media = [
+                    InputMediaAudio(
+                        stack.enter_context(files[track].open("rb")),
+                        filename=files[track].name,
+                        title=track_title(job.song_name, track),
+                        performer=job.artist,
+                    )
+                    for track in chunk
+                ]
+                sent_messages = await bot.send_media_group(
+                    job.chat_id, media, reply_parameters=_reply_to(job)
+                )
+                message_ids = [message.message_id for message in sent_messages]
+            else:
+                track = chunk[0]
+                message = await bot.send_audio(
+                    job.chat_id,
+                    stack.enter_context(files[track].open("rb")),
+                    filename=files[track].name,
+                    title=track_title(job.song_name, track),
+                    performer=job.artist,
+                    reply_parameters=_reply_to(job),
+                )
+                message_ids = [message.message_id]
+        # Right after Telegram's answer: the window described in the module docstring.
+        await ledger.record(entry, json.dumps(message_ids))
+        messages += len(message_ids)
+        logger.info("delivered %s", entry, extra={**extra, "messages": len(message_ids)})
+    return messages
+
+
+async def send_rating(
+    bot: Bot,
+    ledger: DeliveryLedger,
+    job: SeparationJob,
+    sent: Mapping[str, str],
+    log_extra: Mapping[str, Any] | None = None,
+) -> bool:
+    """Send the 👍 / 👎 message unless the ledger has it; return whether it was sent now."""
+    if RATING in sent:
+        return False
+    message = await bot.send_message(
+        job.chat_id, RATING_PROMPT, reply_markup=rating_keyboard(job.request_id)
+    )
+    await ledger.record(RATING, str(message.message_id))
+    logger.info("rating message sent", extra=dict(log_extra or {}))
+    return True

@@ -1,0 +1,286 @@
+"""One separation job end to end: the arq function and its stages.
+
+A job: download the song through ``getFile``, probe it (duration limit), decode it,
+separate it in a thread while the status message shows progress, encode the tracks, upload
+them (an album for 2-10 tracks), send the rating message, and mark the status done.
+:mod:`worker.policy` decides what fails, what retries and when time is up.
+
+From the moment it starts, the job is the only writer of its status message. Every send
+goes through :class:`worker.delivery.DeliveryLedger`, so a re-run does not deliver twice;
+the separation cache means a re-run does not repeat model passes either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from arq import Retry
+from telegram import Bot
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+
+from common.jobs import FailureReason, JobFailed, JobOutcome, SeparationJob
+from common.settings import Settings
+from common.telegram import MB, retry_after_s
+from common.texts import JOB_CRASHED, too_big, too_long
+from separation import (
+    Audio,
+    EnsembleSeparator,
+    InvalidAudioError,
+    UnknownStemError,
+    decode_audio,
+    encode_tracks,
+    plan_tracks,
+    probe_audio,
+)
+from worker import texts
+from worker.delivery import (
+    AUDIO_SECONDS,
+    DONE,
+    STARTED_AT,
+    DeliveryLedger,
+    deliver_tracks,
+    delivered_all,
+    ledger_key,
+    send_rating,
+)
+from worker.policy import is_too_large, is_transient, job_deadline_s, retry_delay_s
+from worker.progress import EditThrottle, ProgressFeed, StatusMessage, report_progress
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "demix_worker"
+# How long a cancelled job waits for the separation thread to stop at its next chunk.
+CANCEL_GRACE_S = 5.0
+
+
+@dataclass
+class WorkerState:
+    """What every job of one worker process shares (built once, in arq's on_startup)."""
+
+    settings: Settings
+    bot: Bot
+    separator: EnsembleSeparator
+    throttle: EditThrottle
+
+
+async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
+    """arq function: serve one :class:`common.jobs.SeparationJob`; return its JobOutcome."""
+    state: WorkerState = ctx[STATE_KEY]
+    job = SeparationJob.from_kwargs(payload)
+    job_id: str = ctx["job_id"]
+    job_try: int = ctx["job_try"]
+    extra = {
+        "job_id": job_id,
+        "user_id": job.user_id,
+        "chat_id": job.chat_id,
+        "request_id": job.request_id,
+    }
+    ledger = DeliveryLedger(ctx["redis"], ledger_key(job_id, ctx["enqueue_time"]))
+    status = StatusMessage(state.bot, job.chat_id, job.status_message_id, state.throttle, extra)
+    logger.info("job started", extra={**extra, "try": job_try, "stems": ",".join(job.stems)})
+    try:
+        return await _serve(state, job, ledger, status, extra)
+    except JobFailed as exc:
+        logger.info("job failed: %s", exc.reason, extra=extra)
+        await status.show(texts.job_failed(exc.user_message))
+        raise
+    except Forbidden as exc:
+        # The user blocked the bot or left the chat: nothing can reach them; do not retry.
+        logger.info("chat unreachable: %s", exc.message, extra=extra)
+        raise JobFailed(FailureReason.FORBIDDEN, texts.UNDELIVERABLE) from exc
+    except Exception as exc:
+        if not is_transient(exc):
+            logger.exception("job crashed", extra=extra)
+            await status.show(JOB_CRASHED)
+            raise
+        if job_try >= state.settings.job_max_tries:
+            logger.warning("transient error on the last try: %r", exc, extra=extra)
+            await status.show(texts.job_failed(texts.UNAVAILABLE))
+            raise JobFailed(FailureReason.UNAVAILABLE, texts.UNAVAILABLE) from exc
+        floor = retry_after_s(exc) if isinstance(exc, RetryAfter) else 0.0
+        delay = retry_delay_s(state.settings, job_try, floor)
+        logger.warning("transient error, retry in %.1fs: %r", delay, exc, extra=extra)
+        raise Retry(defer=delay) from exc
+
+
+async def _serve(
+    state: WorkerState,
+    job: SeparationJob,
+    ledger: DeliveryLedger,
+    status: StatusMessage,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        tracks = plan_tracks(job.stems)
+    except UnknownStemError as exc:
+        raise JobFailed(FailureReason.UNKNOWN_STEMS, exc.user_message) from exc
+    # The first try's start: "done in ..." counts the whole job, retries included.
+    started_at = float(await ledger.record_once(STARTED_AT, repr(time.time())))
+    sent = await ledger.load()
+    timings: dict[str, float] = {}
+    if delivered_all(tracks, sent) and AUDIO_SECONDS in sent:
+        logger.info("tracks already delivered by an earlier run", extra=extra)
+        audio_seconds = float(sent[AUDIO_SECONDS])
+    else:
+        audio_seconds = await _produce_and_deliver(state, job, ledger, status, sent, timings, extra)
+    await send_rating(state.bot, ledger, job, sent, extra)
+    done_text = await ledger.record_once(DONE, texts.done(time.time() - started_at, len(tracks)))
+    await status.show(done_text)
+    timings["total_s"] = round(time.monotonic() - started, 3)
+    logger.info("job done", extra={**extra, **timings})
+    return JobOutcome(tracks, audio_seconds, timings).to_result()
+
+
+async def _produce_and_deliver(
+    state: WorkerState,
+    job: SeparationJob,
+    ledger: DeliveryLedger,
+    status: StatusMessage,
+    sent: Mapping[str, str],
+    timings: dict[str, float],
+    extra: dict[str, Any],
+) -> float:
+    """Download, separate, encode and upload within the job's deadline; return the duration."""
+    settings = state.settings
+    start = asyncio.get_running_loop().time()
+    work_root = settings.data_dir / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    # Until the duration is known, the longest allowed song's budget applies.
+    limit = asyncio.timeout(start + job_deadline_s(settings, settings.max_duration_s))
+    try:
+        async with limit:
+            with tempfile.TemporaryDirectory(
+                prefix="job-", dir=work_root, ignore_cleanup_errors=True
+            ) as tmp:
+                await status.show(texts.DOWNLOADING)
+                mark = time.monotonic()
+                song_path = await _download(state.bot, job, Path(tmp) / "input", settings)
+                timings["download_s"] = _since(mark)
+
+                audio = await _load_audio(song_path, settings)
+                limit.reschedule(start + job_deadline_s(settings, audio.duration_s))
+                await ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
+
+                mark = time.monotonic()
+                separated = await _separate(state, audio, job.stems, status)
+                timings["separate_s"] = _since(mark)
+
+                mark = time.monotonic()
+                paths = await asyncio.to_thread(
+                    encode_tracks,
+                    separated,
+                    Path(tmp) / "out",
+                    job.song_name,
+                    artist=job.artist or audio.info.artist,
+                )
+                timings["encode_s"] = _since(mark)
+
+                await status.show(texts.UPLOADING)
+                mark = time.monotonic()
+                files = dict(zip(separated, paths, strict=True))
+                await _upload(state.bot, ledger, job, files, sent, extra)
+                timings["upload_s"] = _since(mark)
+                return audio.duration_s
+    except TimeoutError as exc:
+        if limit.expired():
+            raise JobFailed(FailureReason.TIMEOUT, texts.TIMED_OUT) from exc
+        raise
+
+
+def _since(mark: float) -> float:
+    return round(time.monotonic() - mark, 3)
+
+
+async def _download(bot: Bot, job: SeparationJob, dest: Path, settings: Settings) -> Path:
+    try:
+        file = await bot.get_file(job.file_id)
+    except BadRequest as exc:
+        if "too big" in exc.message.lower():
+            raise JobFailed(FailureReason.TELEGRAM_FILE_TOO_BIG, texts.telegram_too_big()) from exc
+        raise JobFailed(FailureReason.FILE_UNAVAILABLE, texts.FILE_UNAVAILABLE) from exc
+    if file.file_size is not None and file.file_size > settings.max_file_mb * MB:
+        raise JobFailed(FailureReason.FILE_TOO_BIG, too_big(settings.max_file_mb))
+    # The name is ours, not the user's: validity is decided by decoding the content.
+    return await file.download_to_drive(dest)
+
+
+async def _load_audio(path: Path, settings: Settings) -> Audio:
+    try:
+        info = await asyncio.to_thread(probe_audio, path)
+        # ffprobe's guess from the bitrate (an mp3 without a Xing header) can be far off;
+        # then only the decoded length below may refuse the song.
+        if info.duration_s > settings.max_duration_s and not info.duration_estimated:
+            raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s))
+        audio = await asyncio.to_thread(decode_audio, path, info)
+    except InvalidAudioError as exc:
+        raise JobFailed(FailureReason.INVALID_AUDIO, exc.user_message) from exc
+    # A container may declare no duration, or a wrong one: the decoded length decides.
+    if audio.duration_s > settings.max_duration_s:
+        raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s))
+    return audio
+
+
+async def _separate(
+    state: WorkerState, audio: Audio, stems: Iterable[str], status: StatusMessage
+) -> dict[str, np.ndarray]:
+    feed = ProgressFeed()
+    cancel = threading.Event()
+    reporter = asyncio.create_task(report_progress(status, feed, texts.separating))
+    work = asyncio.ensure_future(
+        asyncio.to_thread(
+            state.separator.separate,
+            audio,
+            list(stems),
+            progress=feed,
+            should_cancel=cancel.is_set,
+        )
+    )
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # Deadline or worker shutdown: stop the thread at its next chunk, and wait for it so
+        # the next job does not share the device with an abandoned one.
+        cancel.set()
+        await asyncio.wait([work], timeout=CANCEL_GRACE_S)
+        if work.done():
+            if not work.cancelled():
+                work.exception()  # retrieved: SeparationCancelled is the expected outcome
+            logger.info("separation stopped at a chunk boundary")
+        else:
+            logger.warning("separation still running %ss after cancellation", CANCEL_GRACE_S)
+        raise
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
+
+
+async def _upload(
+    bot: Bot,
+    ledger: DeliveryLedger,
+    job: SeparationJob,
+    files: Mapping[str, Path],
+    sent: Mapping[str, str],
+    extra: dict[str, Any],
+) -> None:
+    try:
+        await deliver_tracks(bot, ledger, job, files, sent, extra)
+    except Forbidden as exc:
+        raise JobFailed(FailureReason.FORBIDDEN, texts.UNDELIVERABLE) from exc
+    except BadRequest as exc:
+        logger.warning("upload refused: %s", exc.message, extra=extra)
+        raise JobFailed(FailureReason.UPLOAD_REFUSED, texts.UNDELIVERABLE) from exc
+    except NetworkError as exc:
+        if not is_too_large(exc):
+            raise
+        logger.warning("upload too large: %s", exc.message, extra=extra)
+        raise JobFailed(FailureReason.UPLOAD_TOO_LARGE, texts.TRACKS_TOO_BIG) from exc

@@ -1,0 +1,46 @@
+"""What the separation worker shows in the status message while it serves a job."""
+
+from __future__ import annotations
+
+from common.telegram import TELEGRAM_DOWNLOAD_LIMIT_MB, TELEGRAM_UPLOAD_LIMIT_MB
+from common.texts import duration_text
+
+DOWNLOADING = "⬇️ Downloading your song…"
+UPLOADING = "⬆️ Sending the tracks…"
+TIMED_OUT = (
+    "it took too long and was stopped. Please try again later (press Separate again) "
+    "or send a shorter song."
+)
+UNAVAILABLE = (
+    "Telegram could not be reached just now. Please try again in a few minutes: "
+    "press Separate again."
+)
+FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
+UNDELIVERABLE = "the tracks could not be sent to this chat."
+TRACKS_TOO_BIG = (
+    f"the tracks are over Telegram's {TELEGRAM_UPLOAD_LIMIT_MB} MB upload limit for bots. "
+    "Please send a shorter song."
+)
+
+
+def job_failed(reason: str) -> str:
+    """The final status of a job that failed for a reason the user should read."""
+    return f"❌ Separation failed: {reason}"
+
+
+def separating(fraction: float) -> str:
+    """The status while the models run."""
+    return f"🎛 Separating… {int(max(0.0, min(1.0, fraction)) * 100)}%"
+
+
+def done(seconds: float, tracks: int) -> str:
+    """The final status: done, with the time it took."""
+    return f"✅ Done in {duration_text(seconds)}: {tracks} tracks sent."
+
+
+def telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB) -> str:
+    """Telegram's getFile refused the file: over its download limit for bots."""
+    return (
+        f"the file is over Telegram's {limit_mb} MB download limit for bots. "
+        f"Please send a smaller file (an mp3 under {limit_mb} MB)."
+    )
