@@ -20,7 +20,6 @@ here. With random test models the figures are a smoke run; with the pretrained w
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +28,7 @@ import museval
 import numpy as np
 
 from separation import EnsembleSeparator, SeparatorConfig
-from separation.audio import Audio, AudioInfo
+from separation.audio import Audio, AudioInfo, decode_audio
 from separation.random_models import write_model_repo
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "musdb7"
@@ -44,28 +43,7 @@ PICK = ["drums", "bass", "vocals"]
 
 def read_stream(path: Path, index: int) -> np.ndarray:
     """Stream ``index`` of ``path`` as 44.1 kHz stereo float32 ``(2, n)``."""
-    raw = subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-i",
-            str(path),
-            "-map",
-            f"0:{index}",
-            "-f",
-            "f32le",
-            "-ar",
-            "44100",
-            "-ac",
-            "2",
-            "pipe:1",
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
-    return np.frombuffer(raw, dtype=np.float32).reshape(-1, 2).T.copy()
+    return decode_audio(path, stream=index).samples
 
 
 def frame_sdrs(

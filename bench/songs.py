@@ -24,3 +24,16 @@ def make_song(path: Path, seconds: float) -> Path:
         check=True,
     )
     return path
+
+
+def make_silence(path: Path, seconds: float) -> Path:
+    """Digital silence as FLAC: hours of audio in a few MB, the shape of a decompression bomb."""
+    subprocess.run(
+        [
+            *("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi"),
+            *("-i", "anullsrc=r=44100:cl=stereo", "-t", str(seconds)),
+            *("-c:a", "flac", str(path)),
+        ],
+        check=True,
+    )
+    return path

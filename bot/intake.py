@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass
 from enum import Enum
 
-from telegram import Message
+from telegram import Audio, Document, Message, Voice
 from telegram.warnings import PTBDeprecationWarning
 
 from common.telegram import MB, size_limit_mb
@@ -83,45 +83,43 @@ def _upload_of(message: Message) -> Upload | Refusal | None:
         name = audio.file_name or (
             f"{audio.performer} - {audio.title}" if audio.performer and audio.title else None
         )
-        return Upload(
-            kind="audio",
-            file_id=audio.file_id,
-            file_unique_id=audio.file_unique_id,
-            file_size=audio.file_size,
-            mime_type=audio.mime_type,
+        return _upload(
+            "audio",
+            audio,
             duration_s=_seconds(audio.duration),
             song_name=safe_song_name(name or audio.title),
             artist=audio.performer,
         )
     if message.voice is not None:
         voice = message.voice
-        return Upload(
-            kind="voice",
-            file_id=voice.file_id,
-            file_unique_id=voice.file_unique_id,
-            file_size=voice.file_size,
-            mime_type=voice.mime_type,
-            duration_s=_seconds(voice.duration),
-            song_name="voice message",
-            artist=None,
-        )
+        return _upload("voice", voice, _seconds(voice.duration), "voice message")
     if message.document is not None:
         document = message.document
-        return Upload(
-            kind="document",
-            file_id=document.file_id,
-            file_unique_id=document.file_unique_id,
-            file_size=document.file_size,
-            mime_type=document.mime_type,
-            duration_s=None,
-            song_name=safe_song_name(document.file_name),
-            artist=None,
-        )
+        return _upload("document", document, None, safe_song_name(document.file_name))
     if message.video is not None or message.video_note is not None or message.animation:
         return Refusal.VIDEO
     if message.photo or message.sticker is not None:
         return Refusal.NOT_AUDIO
     return None
+
+
+def _upload(
+    kind: str,
+    media: Audio | Voice | Document,
+    duration_s: float | None,
+    song_name: str,
+    artist: str | None = None,
+) -> Upload:
+    return Upload(
+        kind=kind,
+        file_id=media.file_id,
+        file_unique_id=media.file_unique_id,
+        file_size=media.file_size,
+        mime_type=media.mime_type,
+        duration_s=duration_s,
+        song_name=song_name,
+        artist=artist,
+    )
 
 
 def _seconds(duration: object) -> float | None:

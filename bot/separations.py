@@ -83,10 +83,10 @@ async def enqueue_separation(
     status_message_id: int,
 ) -> NotStarted | None:
     """Queue ``planned`` with its status message and record it; ``None`` when queued."""
+    # Who the job is for: the same in the queue's payload and in the database's record.
+    owner = {"request_id": request.id, "chat_id": request.chat_id, "user_id": request.user_id}
     job = SeparationJob(
-        request_id=request.id,
-        chat_id=request.chat_id,
-        user_id=request.user_id,
+        **owner,
         file_id=request.file_id,
         song_name=request.song_name,
         stems=planned.stems,
@@ -106,9 +106,7 @@ async def enqueue_separation(
         return NotStarted.ALREADY_QUEUED
     await db.add_job(
         job_id=planned.job_id,
-        request_id=request.id,
-        chat_id=request.chat_id,
-        user_id=request.user_id,
+        **owner,
         stems=planned.stems,
         status_message_id=status_message_id,
         queue_position=planned.position,

@@ -14,6 +14,7 @@ from telegram import BotCommand
 from telegram.error import TelegramError
 from telegram.ext import Application
 
+from bot.flood import FloodGuard
 from bot.queue import QueueClient
 from bot.watcher import JobWatcher
 from common.settings import Settings
@@ -34,6 +35,7 @@ class BotServices:
         self.settings = settings
         self.watch_interval_s = watch_interval_s
         self.queue = QueueClient(settings.redis_url)
+        self.flood = FloodGuard(settings.uploads_per_hour, settings.presses_per_minute)
         self._db: Database | None = None
         self.watcher: JobWatcher | None = None
         self._watch_task: asyncio.Task[None] | None = None

@@ -83,6 +83,17 @@ def too_many_jobs(limit: int) -> str:
     )
 
 
+def too_many_uploads(per_hour: int) -> str:
+    return (
+        f"That's more than {per_hour} songs in an hour. Please wait a while before sending "
+        "more: songs sent until then are not kept."
+    )
+
+
+def too_many_presses(per_minute: int) -> str:
+    return f"Too many presses ({per_minute} a minute). Please wait a moment."
+
+
 QUEUE_DOWN = (
     "⚠️ The separation queue is unreachable right now. Please try again in a minute: "
     "your song and your picks are kept, just press Separate again."

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     max_duration_s: int = Field(900, gt=0)
     admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
     max_active_jobs_per_user: int = Field(1, ge=1)
+    uploads_per_hour: int = Field(30, ge=1)
+    presses_per_minute: int = Field(60, ge=1)
 
     # Worker (arq): concurrency, retries, duration-scaled deadline, progress edits
     worker_max_jobs: int = Field(1, ge=1)

@@ -18,6 +18,7 @@ from separation.errors import (
     ModelUnavailableError,
     SeparationCancelled,
     SeparationError,
+    SongTooLongError,
     UnknownStemError,
 )
 from separation.naming import safe_song_name, track_file_name, track_title
@@ -68,6 +69,7 @@ __all__ = [
     "SeparationCancelled",
     "SeparationError",
     "SeparatorConfig",
+    "SongTooLongError",
     "UnknownStemError",
     "decode_audio",
     "encode_tracks",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from separation.errors import InvalidAudioError
+from separation.errors import InvalidAudioError, SongTooLongError
 from separation.naming import track_file_name, track_title
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,13 @@ MP3_BITRATE = "320k"
 # A decoded length this much shorter than the container declares means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_RATIO = 0.9
+# ffprobe reads headers only; a file that keeps it busy this long is hostile or broken.
+PROBE_TIMEOUT_S = 30.0
+# Decoding runs at hundreds of times real time; these bound a hostile file's hold on a worker.
+DECODE_TIMEOUT_BASE_S = 30.0
+DECODE_TIMEOUT_PER_AUDIO_S = 0.2
+# ffmpeg stops this far past the duration limit, so "longer than the limit" is seen.
+_OVER_LIMIT_MARGIN_S = 1.0
 # Samples per block written to an encoder (about 1.5 s).
 _ENCODE_BLOCK = 1 << 16
 
@@ -93,7 +100,7 @@ def probe_audio(path: Path) -> AudioInfo:
     """
     if not path.is_file() or path.stat().st_size == 0:
         raise InvalidAudioError(f"{path}: missing or empty file")
-    result = subprocess.run(
+    result = _run_bounded(
         [
             "ffprobe",
             "-v",
@@ -106,8 +113,8 @@ def probe_audio(path: Path) -> AudioInfo:
             "json",
             str(path),
         ],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
+        timeout_s=PROBE_TIMEOUT_S,
+        path=path,
     )
     if result.returncode != 0:
         raise InvalidAudioError(f"{path}: ffprobe failed: {_last_line(result.stderr)}")
@@ -142,12 +149,28 @@ def _float_or_zero(value: object) -> float:
     return number if np.isfinite(number) and number > 0 else 0.0
 
 
+def _run_bounded(
+    cmd: list[str], *, timeout_s: float, path: Path
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        # subprocess.run has killed it; a file that takes this long is not a song we serve.
+        raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s") from exc
+
+
 def _last_line(stderr: bytes) -> str:
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     return lines[-1] if lines else "no message"
 
 
-def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
+def decode_audio(
+    path: Path,
+    info: AudioInfo | None = None,
+    *,
+    stream: int = 0,
+    max_duration_s: float | None = None,
+) -> Audio:
     """Decode ``path`` to 44.1 kHz stereo float32.
 
     Mono is duplicated to both channels; more than two channels are downmixed by ffmpeg.
@@ -157,18 +180,27 @@ def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
         path: any file ffmpeg decodes (mp3, wav, flac, ogg/opus, m4a/aac, ...).
         info: what :func:`probe_audio` said of ``path``, when the caller already asked
             (saves a second probe).
+        stream: which audio stream to decode (a multitrack file such as MUSDB's
+            ``.stem.mp4`` has several); ``info`` describes the first one.
+        max_duration_s: the longest song accepted. ffmpeg stops a second past it, whatever
+            the file declares, so memory stays proportional to the limit: a few MB that
+            decode to hours are refused after reading the first limit's worth.
 
     Returns:
         The decoded :class:`Audio`.
 
     Raises:
-        InvalidAudioError: not audio, empty, no samples, or cut short (truncated).
+        InvalidAudioError: not audio, empty, no samples, cut short (truncated), or not
+            decoded within its time limit.
+        SongTooLongError: longer than ``max_duration_s``.
     """
     if info is None:
         info = probe_audio(path)
     # ffmpeg's own mono-to-stereo upmix is not a plain copy, so mono is decoded as mono.
     out_channels = 1 if info.channels == 1 else 2
-    result = subprocess.run(
+    limit = [] if max_duration_s is None else ["-t", str(max_duration_s + _OVER_LIMIT_MARGIN_S)]
+    expected_s = max_duration_s or info.duration_s or 3600.0
+    result = _run_bounded(
         [
             "ffmpeg",
             "-nostdin",
@@ -176,8 +208,9 @@ def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
             "error",
             "-i",
             str(path),
+            *limit,
             "-map",
-            "0:a:0",
+            f"0:a:{stream}",
             "-f",
             "f32le",
             "-acodec",
@@ -188,8 +221,8 @@ def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
             str(out_channels),
             "pipe:1",
         ],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
+        timeout_s=DECODE_TIMEOUT_BASE_S + DECODE_TIMEOUT_PER_AUDIO_S * expected_s,
+        path=path,
     )
     if result.returncode != 0:
         raise InvalidAudioError(f"{path}: ffmpeg failed: {_last_line(result.stderr)}")
@@ -199,6 +232,10 @@ def decode_audio(path: Path, info: AudioInfo | None = None) -> Audio:
         raise InvalidAudioError(f"{path}: no audio samples")
     interleaved = np.frombuffer(raw, dtype=np.float32, count=frames * out_channels)
     del result
+    if max_duration_s is not None and frames > max_duration_s * SAMPLERATE:
+        raise SongTooLongError(
+            f"{path}: longer than {max_duration_s:g}s (stopped decoding there)", max_duration_s
+        )
     if out_channels == 1:
         samples = np.repeat(interleaved[None, :], 2, axis=0)
     else:

@@ -27,6 +27,18 @@ class InvalidAudioError(SeparationError):
     )
 
 
+class SongTooLongError(SeparationError):
+    """The decoded song is longer than the duration limit; decoding stopped at the limit.
+
+    Attributes:
+        limit_s: the limit in seconds.
+    """
+
+    def __init__(self, detail: str, limit_s: float) -> None:
+        super().__init__(detail, f"The song is longer than the limit of {limit_s:g} s.")
+        self.limit_s = limit_s
+
+
 class UnknownStemError(SeparationError, ValueError):
     """No stem names, or a name that is not one of the six sources."""
 

@@ -26,13 +26,15 @@ from typing import IO, Any
 
 import yaml
 
+from separation.tracks import SOURCES
+
 DEMUCS_ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"
 
 # What each ensemble member must provide (see DESIGN.md "The ensemble"): model A serves
 # drums, bass and vocals; model B is the 6-source model whose `other` excludes guitar/piano.
 REQUIRED_SOURCES: tuple[frozenset[str], frozenset[str]] = (
     frozenset({"drums", "bass", "vocals"}),
-    frozenset({"drums", "bass", "vocals", "guitar", "piano", "other"}),
+    frozenset(SOURCES),
 )
 
 _CHUNK = 1 << 20

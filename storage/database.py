@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -178,25 +179,11 @@ class Database:
     # Requests and selections
 
     async def add_request(self, new: NewRequest) -> Request:
-        now = time.time()
+        fields = dataclasses.asdict(new)
         cursor = await self._db.execute(
-            "INSERT INTO requests (chat_id, user_id, message_id, file_id, file_unique_id,"
-            " file_size, mime_type, kind, song_name, artist, duration_s, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.chat_id,
-                new.user_id,
-                new.message_id,
-                new.file_id,
-                new.file_unique_id,
-                new.file_size,
-                new.mime_type,
-                new.kind,
-                new.song_name,
-                new.artist,
-                new.duration_s,
-                now,
-            ),
+            f"INSERT INTO requests ({', '.join(fields)}, created_at)"
+            f" VALUES ({', '.join(':' + name for name in fields)}, :created_at)",
+            {**fields, "created_at": time.time()},
         )
         await self._db.commit()
         request_id = cursor.lastrowid
@@ -210,22 +197,7 @@ class Database:
             row = await cur.fetchone()
         if row is None:
             return None
-        return Request(
-            id=row["id"],
-            chat_id=row["chat_id"],
-            user_id=row["user_id"],
-            message_id=row["message_id"],
-            picker_message_id=row["picker_message_id"],
-            file_id=row["file_id"],
-            file_unique_id=row["file_unique_id"],
-            file_size=row["file_size"],
-            mime_type=row["mime_type"],
-            kind=row["kind"],
-            song_name=row["song_name"],
-            artist=row["artist"],
-            duration_s=row["duration_s"],
-            created_at=row["created_at"],
-        )
+        return Request(**dict(row))
 
     async def set_picker_message(self, request_id: int, message_id: int) -> None:
         await self._db.execute(
@@ -302,21 +274,12 @@ class Database:
     @staticmethod
     def _job(row: aiosqlite.Row) -> JobRecord:
         return JobRecord(
-            job_id=row["job_id"],
-            request_id=row["request_id"],
-            chat_id=row["chat_id"],
-            user_id=row["user_id"],
-            stems=_split(row["stems"]),
-            status=row["status"],
-            status_message_id=row["status_message_id"],
-            queue_position=row["queue_position"],
-            queued_at=row["queued_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            tracks=_split(row["tracks"]),
-            error=row["error"],
-            audio_seconds=row["audio_seconds"],
-            timings=json.loads(row["timings"]) if row["timings"] else {},
+            **{
+                **dict(row),
+                "stems": _split(row["stems"]),
+                "tracks": _split(row["tracks"]),
+                "timings": json.loads(row["timings"]) if row["timings"] else {},
+            }
         )
 
     async def get_job(self, job_id: str) -> JobRecord | None:

@@ -1,28 +1,43 @@
-"""Fixtures shared by every test package: tiny models, a real Redis, settings, test audio."""
+"""Fixtures shared by every test package: tiny models and a separator, a real Redis, settings
+(plain and a running service's), the fake Bot API, a bare environment, test audio."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from common.settings import Settings
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import TEST_TOKEN, FakeBotApi
-from tests.support.redis_server import RedisServer
+from tests.support.processes import SETTINGS_PREFIXES
+from tests.support.redis_server import RedisServer, redis_client
+from tests.support.stems import write_stem_file
+
+if TYPE_CHECKING:
+    from separation import EnsembleSeparator
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+# The real excerpts where ../shared is beside the checkout; a synthetic file always.
+MUSIC_EXCERPTS = [
+    "synthetic",
+    *sorted(path.name for path in (TESTDATA / "musdb7").glob("*.stem.mp4")),
+]
 
 
-@pytest.fixture(scope="session")
-def testdata() -> Path:
-    """The shared real-audio test data (``../shared/testdata``)."""
-    if not TESTDATA.is_dir():
-        pytest.skip(f"shared test data not found at {TESTDATA}")
-    return TESTDATA
+@pytest.fixture(scope="session", params=MUSIC_EXCERPTS)
+def multitrack_song(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A MUSDB-style ``.stem.mp4`` (stream 0 the mix): each real excerpt in
+    ``../shared/testdata/musdb7`` when present, and a synthetic one that always runs."""
+    if request.param == "synthetic":
+        work = tmp_path_factory.mktemp("synthetic-stems")
+        return write_stem_file(work / "synthetic.stem.mp4", 6.0, work)
+    return TESTDATA / "musdb7" / request.param
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +66,24 @@ def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def redis_url(redis_session: str) -> Iterator[str]:
     """The session's Redis, emptied after each test so tests do not see each other's jobs."""
     yield redis_session
-    import redis
-
-    client = redis.Redis.from_url(redis_session)
-    try:
+    with redis_client(redis_session) as client:
         client.flushdb()
-    finally:
-        client.close()
+
+
+@pytest.fixture(scope="session")
+def separator(model_repo: Path) -> EnsembleSeparator:
+    """One cache-less separator over the tiny models for the session (models load once)."""
+    from tests.support.separators import make_separator
+
+    return make_separator(model_repo)
+
+
+@pytest.fixture
+def bare_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No settings variable (DEMIX_*, TELEGRAM_*, REDIS_*) of the shell reaches the test."""
+    for key in list(os.environ):
+        if key.startswith(SETTINGS_PREFIXES):
+            monkeypatch.delenv(key)
 
 
 @pytest.fixture
@@ -66,7 +92,7 @@ def make_settings(tmp_path: Path, model_repo: Path) -> Callable[..., Settings]:
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "telegram_bot_token": "123456:TEST-token-not-real",
+            "telegram_bot_token": TEST_TOKEN,
             "db_path": tmp_path / "demix.sqlite3",
             "data_dir": tmp_path / "data",
             "cache_dir": tmp_path / "cache",
@@ -84,6 +110,30 @@ def fake_bot_api() -> Iterator[FakeBotApi]:
     """A started fake Telegram Bot API on 127.0.0.1 for the test token (make_settings's)."""
     with FakeBotApi(TEST_TOKEN) as server:
         yield server
+
+
+@pytest.fixture
+def service_settings(
+    make_settings: Callable[..., Settings], redis_url: str, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """Settings of a running service: the bot and the worker talk to a fake Bot API (``api=``,
+    else the ``fake_bot_api`` fixture's) and the test Redis, with test-speed retries and status
+    edits; overrides win."""
+
+    def build(*, api: FakeBotApi | None = None, **overrides: Any) -> Settings:
+        if api is None:
+            api = request.getfixturevalue("fake_bot_api")
+        values: dict[str, Any] = {
+            **api.settings_overrides(),
+            "redis_url": redis_url,
+            "retry_backoff_s": 0.05,
+            "retry_backoff_max_s": 0.2,
+            "progress_edit_interval_s": 0.2,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return build
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from separation import (
     Audio,
     EnsembleSeparator,
     InvalidAudioError,
+    SongTooLongError,
     UnknownStemError,
     decode_audio,
     encode_tracks,
@@ -72,6 +73,17 @@ class WorkerState:
     throttle: EditThrottle
 
 
+@dataclass(frozen=True)
+class JobRun:
+    """One try of one job: what it serves, what it has sent, where it reports."""
+
+    state: WorkerState
+    job: SeparationJob
+    ledger: DeliveryLedger
+    status: StatusMessage
+    extra: dict[str, Any]
+
+
 async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
     """arq function: serve one :class:`common.jobs.SeparationJob`; return its JobOutcome."""
     state: WorkerState = ctx[STATE_KEY]
@@ -88,7 +100,7 @@ async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
     status = StatusMessage(state.bot, job.chat_id, job.status_message_id, state.throttle, extra)
     logger.info("job started", extra={**extra, "try": job_try, "stems": ",".join(job.stems)})
     try:
-        return await _serve(state, job, ledger, status, extra)
+        return await _serve(JobRun(state, job, ledger, status, extra))
     except JobFailed as exc:
         logger.info("job failed: %s", exc.reason, extra=extra)
         await status.show(texts.job_failed(exc.user_message))
@@ -112,13 +124,8 @@ async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
         raise Retry(defer=delay) from exc
 
 
-async def _serve(
-    state: WorkerState,
-    job: SeparationJob,
-    ledger: DeliveryLedger,
-    status: StatusMessage,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
+async def _serve(run: JobRun) -> dict[str, Any]:
+    job, ledger, extra = run.job, run.ledger, run.extra
     started = time.monotonic()
     try:
         tracks = plan_tracks(job.stems)
@@ -132,26 +139,20 @@ async def _serve(
         logger.info("tracks already delivered by an earlier run", extra=extra)
         audio_seconds = float(sent[AUDIO_SECONDS])
     else:
-        audio_seconds = await _produce_and_deliver(state, job, ledger, status, sent, timings, extra)
-    await send_rating(state.bot, ledger, job, sent, extra)
+        audio_seconds = await _produce_and_deliver(run, sent, timings)
+    await send_rating(run.state.bot, ledger, job, sent, extra)
     done_text = await ledger.record_once(DONE, texts.done(time.time() - started_at, len(tracks)))
-    await status.show(done_text)
+    await run.status.show(done_text)
     timings["total_s"] = round(time.monotonic() - started, 3)
     logger.info("job done", extra={**extra, **timings})
     return JobOutcome(tracks, audio_seconds, timings).to_result()
 
 
 async def _produce_and_deliver(
-    state: WorkerState,
-    job: SeparationJob,
-    ledger: DeliveryLedger,
-    status: StatusMessage,
-    sent: Mapping[str, str],
-    timings: dict[str, float],
-    extra: dict[str, Any],
+    run: JobRun, sent: Mapping[str, str], timings: dict[str, float]
 ) -> float:
     """Download, separate, encode and upload within the job's deadline; return the duration."""
-    settings = state.settings
+    job, status, settings = run.job, run.status, run.state.settings
     start = asyncio.get_running_loop().time()
     work_root = settings.data_dir / "work"
     work_root.mkdir(parents=True, exist_ok=True)
@@ -164,15 +165,15 @@ async def _produce_and_deliver(
             ) as tmp:
                 await status.show(texts.DOWNLOADING)
                 mark = time.monotonic()
-                song_path = await _download(state.bot, job, Path(tmp) / "input", settings)
+                song_path = await _download(run.state.bot, job, Path(tmp) / "input", settings)
                 timings["download_s"] = _since(mark)
 
                 audio = await _load_audio(song_path, settings)
                 limit.reschedule(start + job_deadline_s(settings, audio.duration_s))
-                await ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
+                await run.ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
 
                 mark = time.monotonic()
-                separated = await _separate(state, audio, job.stems, status)
+                separated = await _separate(run, audio)
                 timings["separate_s"] = _since(mark)
 
                 mark = time.monotonic()
@@ -188,7 +189,7 @@ async def _produce_and_deliver(
                 await status.show(texts.UPLOADING)
                 mark = time.monotonic()
                 files = dict(zip(separated, paths, strict=True))
-                await _upload(state.bot, ledger, job, files, sent, extra)
+                await _upload(run, files, sent)
                 timings["upload_s"] = _since(mark)
                 return audio.duration_s
     except TimeoutError as exc:
@@ -221,26 +222,25 @@ async def _load_audio(path: Path, settings: Settings) -> Audio:
         # then only the decoded length below may refuse the song.
         if info.duration_s > settings.max_duration_s and not info.duration_estimated:
             raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s))
-        audio = await asyncio.to_thread(decode_audio, path, info)
+        # A container may declare no duration, or a wrong one: decoding stops at the limit.
+        return await asyncio.to_thread(
+            decode_audio, path, info, max_duration_s=settings.max_duration_s
+        )
+    except SongTooLongError as exc:
+        raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s)) from exc
     except InvalidAudioError as exc:
         raise JobFailed(FailureReason.INVALID_AUDIO, exc.user_message) from exc
-    # A container may declare no duration, or a wrong one: the decoded length decides.
-    if audio.duration_s > settings.max_duration_s:
-        raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s))
-    return audio
 
 
-async def _separate(
-    state: WorkerState, audio: Audio, stems: Iterable[str], status: StatusMessage
-) -> dict[str, np.ndarray]:
+async def _separate(run: JobRun, audio: Audio) -> dict[str, np.ndarray]:
     feed = ProgressFeed()
     cancel = threading.Event()
-    reporter = asyncio.create_task(report_progress(status, feed, texts.separating))
+    reporter = asyncio.create_task(report_progress(run.status, feed, texts.separating))
     work = asyncio.ensure_future(
         asyncio.to_thread(
-            state.separator.separate,
+            run.state.separator.separate,
             audio,
-            list(stems),
+            list(run.job.stems),
             progress=feed,
             should_cancel=cancel.is_set,
         )
@@ -264,16 +264,10 @@ async def _separate(
         await asyncio.gather(reporter, return_exceptions=True)
 
 
-async def _upload(
-    bot: Bot,
-    ledger: DeliveryLedger,
-    job: SeparationJob,
-    files: Mapping[str, Path],
-    sent: Mapping[str, str],
-    extra: dict[str, Any],
-) -> None:
+async def _upload(run: JobRun, files: Mapping[str, Path], sent: Mapping[str, str]) -> None:
+    extra = run.extra
     try:
-        await deliver_tracks(bot, ledger, job, files, sent, extra)
+        await deliver_tracks(run.state.bot, run.ledger, run.job, files, sent, extra)
     except Forbidden as exc:
         raise JobFailed(FailureReason.FORBIDDEN, texts.UNDELIVERABLE) from exc
     except BadRequest as exc:

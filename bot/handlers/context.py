@@ -33,8 +33,13 @@ async def pressed_request(
     query = update.callback_query
     if query is None:
         return None
+    services = services_of(context)
+    if not services.flood.allow_press(query.from_user.id):
+        limit = services.settings.presses_per_minute
+        await query.answer(texts.too_many_presses(limit), show_alert=True)
+        return None
     data = cd.parse(query.data)
-    request = None if data is None else await services_of(context).db.get_request(data.request_id)
+    request = None if data is None else await services.db.get_request(data.request_id)
     message = query.message
     if (
         data is None

@@ -8,6 +8,7 @@ from bot import texts
 from bot.handlers.context import Context, pressed_request, services_of
 from bot.keyboards import picker_keyboard
 from bot.separations import NotStarted, PlannedJob, enqueue_separation, plan_separation
+from common.callback_data import Action
 from common.telegram import edit_message
 from separation.tracks import SOURCES
 from storage import Request
@@ -15,22 +16,25 @@ from storage import Request
 
 async def toggle_source(update: Update, context: Context) -> None:
     """A source's button: flip it in the pick."""
-    pressed = await pressed_request(update, context)
-    if pressed is None:
-        return
-    query, data, request = pressed
-    assert data.arg is not None  # the toggle pattern requires a source
-    picked = await services_of(context).db.toggle_source(request.id, data.arg)
-    await _redraw(query, request, picked)
+    await _change_pick(update, context)
 
 
 async def pick_all(update: Update, context: Context) -> None:
     """`All`: pick the six sources."""
+    await _change_pick(update, context)
+
+
+async def _change_pick(update: Update, context: Context) -> None:
     pressed = await pressed_request(update, context)
     if pressed is None:
         return
-    query, _, request = pressed
-    picked = await services_of(context).db.set_selection(request.id, SOURCES)
+    query, data, request = pressed
+    db = services_of(context).db
+    if data.action is Action.ALL:
+        picked = await db.set_selection(request.id, SOURCES)
+    else:
+        assert data.arg is not None  # the toggle pattern requires a source
+        picked = await db.toggle_source(request.id, data.arg)
     await _redraw(query, request, picked)
 
 

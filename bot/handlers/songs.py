@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from telegram import Update
@@ -44,11 +45,15 @@ async def offer_picker(update: Update, context: Context) -> None:
         local_mode=settings.telegram_local_mode,
         max_duration_s=settings.max_duration_s,
     )
-    if verdict is None:
+    if verdict is None or (verdict in _SILENT_IN_GROUPS and message.chat.type != "private"):
+        return
+    if not services.flood.allow_upload(user.id):
+        logger.info("upload over the user's limit", extra={"user_id": user.id})
+        if services.flood.warn_once(user.id):
+            reply = texts.too_many_uploads(settings.uploads_per_hour)
+            await message.reply_text(reply, do_quote=True)
         return
     if isinstance(verdict, Refusal):
-        if verdict in _SILENT_IN_GROUPS and message.chat.type != "private":
-            return
         logger.info("upload refused: %s", verdict.value, extra={"user_id": user.id})
         limit_mb = size_limit_mb(settings.max_file_mb, settings.telegram_local_mode)
         reply = texts.refusal(verdict, limit_mb=limit_mb, max_duration_s=settings.max_duration_s)
@@ -59,14 +64,7 @@ async def offer_picker(update: Update, context: Context) -> None:
             chat_id=message.chat_id,
             user_id=user.id,
             message_id=message.message_id,
-            file_id=verdict.file_id,
-            file_unique_id=verdict.file_unique_id,
-            file_size=verdict.file_size,
-            mime_type=verdict.mime_type,
-            kind=verdict.kind,
-            song_name=verdict.song_name,
-            artist=verdict.artist,
-            duration_s=verdict.duration_s,
+            **dataclasses.asdict(verdict),
         )
     )
     picker = await message.reply_text(

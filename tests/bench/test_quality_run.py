@@ -15,7 +15,7 @@ import museval
 import numpy as np
 import pytest
 
-from tests.bench.stems import RATE, cut_real_file, write_stem_file
+from tests.support.stems import RATE, cut_real_file, write_stem_file
 
 MUSDB7 = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "musdb7"
 REAL = sorted(MUSDB7.glob("*.stem.mp4")) if MUSDB7.is_dir() else []

@@ -1,45 +1,27 @@
-"""Bot test harness: the real Application polling the fake Bot API, and an in-process worker."""
+"""Bot test harness: the real Application polling the fake Bot API, and chat helpers.
+
+Settings come from ``service_settings`` (tests/conftest.py), the worker from
+tests/support/workers.py, the separator from the session's ``separator`` fixture.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
-import pytest
 from telegram.ext import Application
 
 from bot.app import build_application
 from bot.services import BotServices
+from common import callback_data as cd
 from common.settings import Settings
-from tests.support.fake_bot_api import ChatMessage, FakeBotApi
+from tests.support.fake_bot_api import Button, ChatMessage, FakeBotApi
 from tests.support.waiting import async_wait_until
 
 # Short periods keep the tests quick; production defaults are seconds.
 WATCH_INTERVAL_S = 0.1
 POLL_TIMEOUT_S = 1
-
-
-@pytest.fixture
-def bot_settings(
-    make_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, redis_url: str
-) -> Callable[..., Settings]:
-    """Settings pointing at the fake Bot API and the test Redis; overrides win."""
-
-    def build(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            **fake_bot_api.settings_overrides(),
-            "redis_url": redis_url,
-            "progress_edit_interval_s": 0.2,
-            "retry_backoff_s": 0.2,
-            "retry_backoff_max_s": 1.0,
-        }
-        values.update(overrides)
-        return make_settings(**values)
-
-    return build
 
 
 class RunningBot:
@@ -74,31 +56,18 @@ async def running_bot(
             await application.post_shutdown(application)
 
 
-@pytest.fixture(scope="session")
-def shared_separator(model_repo: Path) -> Any:
-    """One separator over the tiny models for every worker of the session (models load once)."""
-    from separation import EnsembleSeparator, SeparatorConfig
-
-    return EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
-
-
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, separator: Any) -> AsyncIterator[Any]:
-    """The worker engineer's arq worker, in this event loop, until the block ends."""
-    from arq.worker import Worker
-
-    from worker.app import worker_settings
-
-    worker = Worker(
-        **worker_settings(settings, separator=separator, handle_signals=False, poll_delay_s=0.05)
-    )
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        await worker.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def picker_buttons(request_id: int, picked: Collection[str] = ()) -> list[list[Button]]:
+    """The picker's keyboard as the user sees it: a toggle per source (✅ on picked ones),
+    three to a row, then `All` and `Separate`."""
+    toggles = [
+        Button(f"✅ {source}" if source in picked else source, cd.toggle(request_id, source))
+        for source in cd.SOURCES
+    ]
+    return [
+        toggles[:3],
+        toggles[3:],
+        [Button("All", cd.pick_all(request_id)), Button("▶️ Separate", cd.separate(request_id))],
+    ]
 
 
 async def picker_for(api: FakeBotApi, chat_id: int, song: ChatMessage) -> ChatMessage:

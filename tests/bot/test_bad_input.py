@@ -39,13 +39,13 @@ async def refusal_for(api: FakeBotApi, sent: ChatMessage) -> str:
     ids=["pdf", "text", "photo", "video", "empty-document", "empty-audio"],
 )
 async def test_plainly_not_audio_or_empty_is_refused_at_once(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
     send: Callable[[FakeBotApi, Path], ChatMessage],
     expected: str,
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         reply = await refusal_for(fake_bot_api, send(fake_bot_api, song))
         assert reply == expected
         if expected != texts.VIDEO_REFUSED:
@@ -55,9 +55,9 @@ async def test_plainly_not_audio_or_empty_is_refused_at_once(
 
 
 async def test_file_over_the_size_limit_is_refused_before_download_naming_the_limit(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings(max_file_mb=5)) as bot:
+    async with running_bot(service_settings(max_file_mb=5)) as bot:
         big = fake_bot_api.send_audio(USER, song, declared_size=5 * MB + 1)
         assert await refusal_for(fake_bot_api, big) == shared_texts.too_big(5)
         assert "5 MB" in shared_texts.too_big(5)
@@ -69,18 +69,18 @@ async def test_file_over_the_size_limit_is_refused_before_download_naming_the_li
 
 
 async def test_telegrams_20_mb_download_limit_caps_a_higher_setting(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings(max_file_mb=50)):
+    async with running_bot(service_settings(max_file_mb=50)):
         sent = fake_bot_api.send_audio(USER, song, declared_size=30 * MB)
         assert await refusal_for(fake_bot_api, sent) == shared_texts.too_big(20)
 
 
 async def test_local_bot_api_server_lifts_the_20_mb_cap(
-    make_settings: Callable[..., Settings], redis_url: str, song: Path
+    service_settings: Callable[..., Settings], song: Path
 ) -> None:
     with FakeBotApi(local_mode=True) as api:
-        settings = make_settings(**api.settings_overrides(), redis_url=redis_url, max_file_mb=50)
+        settings = service_settings(api=api, max_file_mb=50)
         async with running_bot(settings):
             await picker_for(api, USER, api.send_audio(USER, song, declared_size=30 * MB))
             sent = api.send_audio(USER, song, declared_size=51 * MB)
@@ -88,9 +88,9 @@ async def test_local_bot_api_server_lifts_the_20_mb_cap(
 
 
 async def test_song_over_the_duration_limit_is_refused_naming_the_limit(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings(max_duration_s=600)):
+    async with running_bot(service_settings(max_duration_s=600)):
         sent = fake_bot_api.send_audio(USER, song, duration=601)
         reply = await refusal_for(fake_bot_api, sent)
         assert reply == shared_texts.too_long(600) and "10 min" in reply
@@ -98,10 +98,10 @@ async def test_song_over_the_duration_limit_is_refused_naming_the_limit(
 
 
 async def test_voice_message_is_offered_the_picker(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, tmp_path: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, tmp_path: Path
 ) -> None:
     voice = make_song(tmp_path / "voice.ogg", seconds=1.0, channels=1, samplerate=48000)
-    async with running_bot(bot_settings(max_duration_s=60)) as bot:
+    async with running_bot(service_settings(max_duration_s=60)) as bot:
         picker = await picker_for(fake_bot_api, USER, fake_bot_api.send_voice(USER, voice, 1))
         assert "voice message" in picker.content
         request = await bot.services.db.get_request(1)
@@ -111,9 +111,9 @@ async def test_voice_message_is_offered_the_picker(
 
 
 async def test_unsafe_file_names_are_sanitised(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         sent = fake_bot_api.send_document(
             USER, song, '../../etc/<evil>:"name"|\x07 song.mp3', mime_type="audio/mpeg"
         )
@@ -125,9 +125,9 @@ async def test_unsafe_file_names_are_sanitised(
 
 
 async def test_bot_keeps_serving_after_bad_input(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings()):
+    async with running_bot(service_settings()):
         await refusal_for(fake_bot_api, fake_bot_api.send_document(USER, PDF, "a.pdf"))
         text = fake_bot_api.send_text(USER, "hello?")
         assert (await answer_to(fake_bot_api, USER, text)).content == texts.SEND_A_SONG
@@ -135,10 +135,10 @@ async def test_bot_keeps_serving_after_bad_input(
 
 
 async def test_in_a_group_non_audio_is_left_alone_but_limits_are_still_explained(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
     group = -100777
-    async with running_bot(bot_settings(max_file_mb=5)):
+    async with running_bot(service_settings(max_file_mb=5)):
         fake_bot_api.send_photo(USER, PNG, chat_id=group, chat_type="supergroup")
         fake_bot_api.send_document(USER, PDF, "minutes.pdf", chat_id=group, chat_type="supergroup")
         big = fake_bot_api.send_audio(

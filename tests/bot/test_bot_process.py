@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.bot.conftest import picker_buttons
 from tests.support.fake_bot_api import FakeBotApi
+from tests.support.processes import child_env, demix_process, run_demix
 from tests.support.waiting import wait_until
 
 USER = 601
@@ -17,35 +16,27 @@ USER = 601
 def test_demix_bot_serves_and_stops_on_sigterm(
     fake_bot_api: FakeBotApi, redis_url: str, tmp_path: Path, song: Path
 ) -> None:
-    env = {
-        **os.environ,
-        **fake_bot_api.environment(),
-        "REDIS_URL": redis_url,
-        "DEMIX_DB_PATH": str(tmp_path / "db" / "demix.sqlite3"),
-        "DEMIX_LOG_LEVEL": "DEBUG",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "demix", "bot"],
-        env=env,
-        cwd=tmp_path,  # no stray .env is read
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    env = child_env(
+        fake_bot_api.environment(),
+        REDIS_URL=redis_url,
+        DEMIX_DB_PATH=tmp_path / "db" / "demix.sqlite3",
+        DEMIX_LOG_LEVEL="DEBUG",
     )
-    try:
+    log = tmp_path / "bot.log"
+    with demix_process("bot", env=env, cwd=tmp_path, log=log) as process:
         fake_bot_api.send_text(USER, "/start")
         wait_until(lambda: fake_bot_api.last_message(USER), timeout=60, what="the /start reply")
         fake_bot_api.send_audio(USER, song)
         picker = wait_until(
             lambda: fake_bot_api.last_message(USER, with_keyboard=True), what="the picker"
         )
-        assert "Separate" in picker.button("Separate").text
-    finally:
+        assert picker.keyboard == picker_buttons(1)
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    assert "request stored" in stderr
-    assert fake_bot_api.token not in stderr
+        code = process.wait(timeout=60)
+    output = log.read_text()
+    assert code == 0, output
+    assert "request stored" in output
+    assert fake_bot_api.token not in output
     assert (tmp_path / "db" / "demix.sqlite3").is_file()
 
 
@@ -53,21 +44,13 @@ def test_demix_bot_with_a_rejected_token_exits_without_printing_it(
     fake_bot_api: FakeBotApi, redis_url: str, tmp_path: Path
 ) -> None:
     wrong = "654321:WRONG-token-for-this-test"
-    env = {
-        **os.environ,
-        **fake_bot_api.environment(),
-        "TELEGRAM_BOT_TOKEN": wrong,
-        "REDIS_URL": redis_url,
-        "DEMIX_DB_PATH": str(tmp_path / "demix.sqlite3"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "demix", "bot"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    env = child_env(
+        fake_bot_api.environment(),
+        TELEGRAM_BOT_TOKEN=wrong,
+        REDIS_URL=redis_url,
+        DEMIX_DB_PATH=tmp_path / "demix.sqlite3",
     )
+    result = run_demix("bot", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "TELEGRAM_BOT_TOKEN was rejected" in result.stderr
     assert wrong not in result.stderr + result.stdout

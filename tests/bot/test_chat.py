@@ -7,15 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
 from bot import texts
 from common import callback_data as cd
 from common.jobs import separation_job_id
 from common.settings import Settings
-from tests.bot.conftest import answer_to, current, picker_for, press, running_bot
-from tests.support.fake_bot_api import ChatMessage, FakeBotApi
-from tests.support.redis_server import RedisServer, free_port
+from tests.bot.conftest import answer_to, current, picker_buttons, picker_for, press, running_bot
+from tests.support.fake_bot_api import FakeBotApi
+from tests.support.redis_server import RedisServer, free_port, mark_running, redis_client
 from tests.support.waiting import async_wait_until
 
 USER, OTHER = 101, 202
@@ -23,25 +22,14 @@ GROUP = -1001234
 
 
 def queued_job_ids(redis_url: str) -> list[str]:
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with redis_client(redis_url) as client:
         return [member.decode() for member in client.zrange("arq:queue", 0, -1)]
-    finally:
-        client.close()
-
-
-def toggles_picked(picker: ChatMessage) -> dict[str, bool]:
-    picked = {}
-    for source in cd.SOURCES:
-        button = picker.button(source)
-        picked[source] = button.text.startswith("✅")
-    return picked
 
 
 async def test_start_and_help_explain_what_to_send(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi
 ) -> None:
-    async with running_bot(bot_settings(max_file_mb=20, max_duration_s=600)):
+    async with running_bot(service_settings(max_file_mb=20, max_duration_s=600)):
         for command in ("/start", "/help"):
             answer = await answer_to(fake_bot_api, USER, fake_bot_api.send_text(USER, command))
             assert "mp3" in answer.content
@@ -51,38 +39,36 @@ async def test_start_and_help_explain_what_to_send(
 
 
 async def test_picker_toggles_all_and_survives_as_buttons(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         sent = fake_bot_api.send_audio(USER, song, title="Test Song", performer="Test Artist")
         picker = await picker_for(fake_bot_api, USER, sent)
         assert "Test Song" in picker.content
-        assert not any(toggles_picked(picker).values())
-        assert "All" in picker.button("All").text
-        assert "Separate" in picker.button("Separate").text
+        assert picker.keyboard == picker_buttons(1)
 
         await press(fake_bot_api, USER, picker, picker.button("vocals").callback_data or "")
         picker = await current(fake_bot_api, picker)
-        assert toggles_picked(picker) == {s: s == "vocals" for s in cd.SOURCES}
+        assert picker.keyboard == picker_buttons(1, picked={"vocals"})
         assert "vocals, no_vocals" in picker.content
 
         await press(fake_bot_api, USER, picker, picker.button("drums").callback_data or "")
         await press(fake_bot_api, USER, picker, picker.button("vocals").callback_data or "")
         picker = await current(fake_bot_api, picker)
-        assert toggles_picked(picker) == {s: s == "drums" for s in cd.SOURCES}
+        assert picker.keyboard == picker_buttons(1, picked={"drums"})
 
         await press(fake_bot_api, USER, picker, picker.button("All").callback_data or "")
         picker = await current(fake_bot_api, picker)
-        assert all(toggles_picked(picker).values())
+        assert picker.keyboard == picker_buttons(1, picked=set(cd.SOURCES))
         request = await bot.services.db.get_request(1)
         assert request is not None and request.song_name == "Test Song"
         assert await bot.services.db.selection(1) == set(cd.SOURCES)
 
 
 async def test_separate_with_nothing_picked_alerts_and_starts_nothing(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         picker = await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
         answer = await press(fake_bot_api, USER, picker, picker.button("Separate").callback_data)
         assert answer.show_alert and answer.text == texts.NOTHING_PICKED
@@ -92,9 +78,9 @@ async def test_separate_with_nothing_picked_alerts_and_starts_nothing(
 
 
 async def test_separate_posts_one_status_and_a_double_press_runs_one_job(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         sent = fake_bot_api.send_audio(USER, song)
         picker = await picker_for(fake_bot_api, USER, sent)
         await press(fake_bot_api, USER, picker, picker.button("bass").callback_data or "")
@@ -123,9 +109,9 @@ async def test_separate_posts_one_status_and_a_double_press_runs_one_job(
 
 
 async def test_one_active_job_per_user_by_default(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    async with running_bot(bot_settings()):
+    async with running_bot(service_settings()):
         pickers = []
         for _ in range(2):
             pickers.append(
@@ -150,9 +136,9 @@ async def test_one_active_job_per_user_by_default(
 
 
 async def test_forged_stale_and_garbage_buttons_get_an_alert_and_change_nothing(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         picker = await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
         await press(fake_bot_api, USER, picker, picker.button("piano").callback_data or "")
         picker = await current(fake_bot_api, picker)
@@ -181,9 +167,9 @@ async def test_forged_stale_and_garbage_buttons_get_an_alert_and_change_nothing(
 
 
 async def test_in_a_group_only_the_sender_can_press_the_buttons(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         sent = fake_bot_api.send_audio(USER, song, chat_id=GROUP, chat_type="supergroup")
         picker = await picker_for(fake_bot_api, GROUP, sent)
         for label in ("vocals", "All", "Separate"):
@@ -198,9 +184,9 @@ async def test_in_a_group_only_the_sender_can_press_the_buttons(
 
 
 async def test_picker_survives_a_bot_restart(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     async with running_bot(settings):
         sent = fake_bot_api.send_audio(USER, song)
         picker = await picker_for(fake_bot_api, USER, sent)
@@ -217,11 +203,11 @@ async def test_picker_survives_a_bot_restart(
 
 
 async def test_redis_unreachable_at_enqueue_then_recovered(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, tmp_path: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, tmp_path: Path
 ) -> None:
     port = free_port()  # nothing listens here yet
     url = f"redis://127.0.0.1:{port}/0"
-    async with running_bot(bot_settings(redis_url=url)) as bot:
+    async with running_bot(service_settings(redis_url=url)) as bot:
         picker = await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
         await press(fake_bot_api, USER, picker, picker.button("vocals").callback_data or "")
         answer = await press(fake_bot_api, USER, picker, picker.button("Separate").callback_data)
@@ -252,9 +238,9 @@ async def test_redis_unreachable_at_enqueue_then_recovered(
 
 
 async def test_stats_command_is_for_admins_only(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
-    async with running_bot(bot_settings(admin_ids=frozenset({USER}))):
+    async with running_bot(service_settings(admin_ids=frozenset({USER}))):
         await picker_for(fake_bot_api, OTHER, fake_bot_api.send_audio(OTHER, song))
         refused = await answer_to(fake_bot_api, OTHER, fake_bot_api.send_text(OTHER, "/stats"))
         assert refused.content == texts.ADMINS_ONLY
@@ -264,9 +250,9 @@ async def test_stats_command_is_for_admins_only(
 
 
 async def test_status_message_follows_the_queue_position(
-    bot_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path, redis_url: str
 ) -> None:
-    async with running_bot(bot_settings()) as bot:
+    async with running_bot(service_settings()) as bot:
         for user in (USER, OTHER):
             picker = await picker_for(fake_bot_api, user, fake_bot_api.send_audio(user, song))
             await press(fake_bot_api, user, picker, picker.button("vocals").callback_data or "")
@@ -276,11 +262,7 @@ async def test_status_message_follows_the_queue_position(
 
         # A worker picks the first job up (arq's in-progress mark, as any worker sets it).
         first = separation_job_id(1, ["vocals"])
-        client = redis.Redis.from_url(redis_url)
-        try:
-            client.set(f"arq:in-progress:{first}", b"1", px=60_000)
-        finally:
-            client.close()
+        mark_running(redis_url, first)
         await async_wait_until(
             lambda: (
                 (m := fake_bot_api.message(OTHER, status.message_id))
@@ -300,12 +282,12 @@ async def _running(job: object) -> object:
 
 
 async def test_a_failing_telegram_call_is_logged_and_the_bot_keeps_serving(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with running_bot(bot_settings()):
+    async with running_bot(service_settings()):
         fake_bot_api.fail_next("sendMessage", status=400, description="Bad Request: boom")
         fake_bot_api.send_text(USER, "/help")
         record = await async_wait_until(

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis
 from arq.jobs import Job, JobStatus
 
 from bot import texts
@@ -20,17 +19,13 @@ from common.jobs import separation_job_id
 from common.logs import configure_logging
 from common.rating import RATING_PROMPT
 from common.settings import Settings
-from tests.bot.conftest import (
-    answer_to,
-    current,
-    picker_for,
-    press,
-    running_bot,
-    running_worker,
-)
+from separation import EnsembleSeparator
+from tests.bot.conftest import answer_to, current, picker_for, press, running_bot
 from tests.support.audio import decode, make_song
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
+from tests.support.redis_server import redis_client
 from tests.support.waiting import async_wait_until
+from tests.support.workers import running_worker
 
 USER, OTHER = 301, 302
 JOB_TIMEOUT_S = 120.0
@@ -110,16 +105,16 @@ def sum_error_db(tracks: list[np.ndarray], mix: np.ndarray) -> float:
 
 
 async def test_song_to_tracks_then_vote_and_revote(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
     tmp_path: Path,
     service_logs: tuple[io.StringIO, RawRecords],
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     token = settings.require_token()
-    async with running_bot(settings) as bot, running_worker(settings, shared_separator):
+    async with running_bot(settings) as bot, running_worker(settings, separator):
         sent = fake_bot_api.send_audio(
             USER, song, file_name="../My Song.mp3", title="Test Song", performer="Test Artist"
         )
@@ -132,7 +127,8 @@ async def test_song_to_tracks_then_vote_and_revote(
             "My Song - vocals.mp3",
             "My Song - rest.mp3",
         ]
-        assert len({t.media_group_id for t in tracks}) == 1  # one album
+        album = {t.media_group_id for t in tracks}
+        assert len(album) == 1 and None not in album, "one album"
         mix = decode(song)
         decoded = []
         for track in tracks:
@@ -196,15 +192,15 @@ async def _finished(job: Any) -> Any:
 
 
 async def test_two_users_at_once_each_get_their_own_tracks(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
     tmp_path: Path,
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     first = make_song(tmp_path / "First.mp3", seconds=2.0, seed=1)
     second = make_song(tmp_path / "Second.wav", seconds=2.5, seed=2)
-    async with running_bot(settings), running_worker(settings, shared_separator):
+    async with running_bot(settings), running_worker(settings, separator):
         sent_first = fake_bot_api.send_audio(USER, first)
         sent_second = fake_bot_api.send_document(OTHER, second)
         await pick_and_separate(fake_bot_api, USER, sent_first, ["bass"])
@@ -223,12 +219,12 @@ async def test_two_users_at_once_each_get_their_own_tracks(
 
 
 async def test_undecodable_file_is_reported_with_the_formats(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
 ) -> None:
-    settings = bot_settings()
-    async with running_bot(settings) as bot, running_worker(settings, shared_separator):
+    settings = service_settings()
+    async with running_bot(settings) as bot, running_worker(settings, separator):
         sent = fake_bot_api.send_document(USER, b"ID3 but not really an mp3" * 50, "fake.mp3")
         await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
         status = await async_wait_until(
@@ -243,18 +239,18 @@ async def test_undecodable_file_is_reported_with_the_formats(
 
 
 async def test_outcome_recorded_after_a_bot_restart(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     job_id = separation_job_id(1, ["other"])
     async with running_bot(settings):
         sent = fake_bot_api.send_audio(USER, song)
         await pick_and_separate(fake_bot_api, USER, sent, ["other"])
     # The bot is down while the worker serves the job.
-    async with running_worker(settings, shared_separator) as worker:
+    async with running_worker(settings, separator) as worker:
         await wait_for_tracks(fake_bot_api, USER, 2)
 
         async def stored() -> bool:
@@ -272,21 +268,18 @@ async def test_outcome_recorded_after_a_bot_restart(
 
 def use_up_tries(redis_url: str, job_id: str, tries: int) -> None:
     """Record ``tries`` tries of ``job_id`` in arq, as if each had died with its worker."""
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with redis_client(redis_url) as client:
         client.set(f"arq:retry:{job_id}", tries)
-    finally:
-        client.close()
 
 
 async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
     redis_url: str,
 ) -> None:
-    settings = bot_settings(job_max_tries=2)
+    settings = service_settings(job_max_tries=2)
     job_id = separation_job_id(1, ["bass"])
     async with running_bot(settings) as bot:
         sent = fake_bot_api.send_audio(USER, song)
@@ -294,7 +287,7 @@ async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
         # As if earlier tries had all died with their worker: arq gives the job up without
         # running it, so the worker never gets to edit the status message.
         use_up_tries(redis_url, job_id, settings.job_max_tries)
-        async with running_worker(settings, shared_separator):
+        async with running_worker(settings, separator):
             status = await async_wait_until(
                 lambda: fake_bot_api.last_message(USER, containing=shared_texts.JOB_CRASHED),
                 timeout=JOB_TIMEOUT_S,
@@ -306,20 +299,20 @@ async def test_job_that_dies_without_a_word_is_reported_by_the_bot(
 
 
 async def test_a_job_that_failed_on_our_side_can_be_started_again(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
     redis_url: str,
 ) -> None:
-    settings = bot_settings(job_max_tries=2)
+    settings = service_settings(job_max_tries=2)
     job_id = separation_job_id(1, ["drums"])
     async with running_bot(settings) as bot:
         sent = fake_bot_api.send_audio(USER, song)
         picker = await pick_and_separate(fake_bot_api, USER, sent, ["drums"])
         # Every try died with its worker: arq gives the job up, the bot reports a crash.
         use_up_tries(redis_url, job_id, settings.job_max_tries)
-        async with running_worker(settings, shared_separator):
+        async with running_worker(settings, separator):
             await async_wait_until(
                 lambda: fake_bot_api.last_message(USER, containing=shared_texts.JOB_CRASHED),
                 timeout=JOB_TIMEOUT_S,
@@ -342,13 +335,13 @@ async def test_a_job_that_failed_on_our_side_can_be_started_again(
 
 
 async def test_a_song_that_failed_is_not_started_again(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     job_id = separation_job_id(1, ["vocals"])
-    async with running_bot(settings) as bot, running_worker(settings, shared_separator):
+    async with running_bot(settings) as bot, running_worker(settings, separator):
         sent = fake_bot_api.send_document(USER, b"not an mp3 at all" * 50, "fake.mp3")
         picker = await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
         await async_wait_until(
@@ -363,20 +356,17 @@ async def test_a_song_that_failed_is_not_started_again(
 
 
 async def test_job_lost_from_redis_is_reported_and_can_be_started_again(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
     redis_url: str,
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     async with running_bot(settings) as bot:
         sent = fake_bot_api.send_audio(USER, song)
         picker = await pick_and_separate(fake_bot_api, USER, sent, ["piano"])
-        client = redis.Redis.from_url(redis_url)
-        try:
+        with redis_client(redis_url) as client:
             client.flushdb()  # a Redis restarted without persistence
-        finally:
-            client.close()
         await async_wait_until(lambda: fake_bot_api.last_message(USER, containing=texts.JOB_LOST))
         job = await bot.services.db.get_job(separation_job_id(1, ["piano"]))
         assert job is not None and job.status == "failed"
@@ -387,18 +377,18 @@ async def test_job_lost_from_redis_is_reported_and_can_be_started_again(
 
 
 async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
-    bot_settings: Callable[..., Settings],
+    service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
     song: Path,
-    shared_separator: Any,
+    separator: EnsembleSeparator,
 ) -> None:
-    settings = bot_settings()
+    settings = service_settings()
     job_id = separation_job_id(1, ["vocals"])
     async with running_bot(settings) as bot:
         sent = fake_bot_api.send_audio(USER, song)
         # The first worker is stopped (a redeploy) while it waits for the download.
         fake_bot_api.set_latency("getFile", 3.0)
-        async with running_worker(settings, shared_separator):
+        async with running_worker(settings, separator):
             await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
             await async_wait_until(
                 lambda: any(
@@ -410,7 +400,7 @@ async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
             )
         assert fake_bot_api.audio_messages(USER) == []
         fake_bot_api.set_latency("getFile", 0)
-        async with running_worker(settings, shared_separator):
+        async with running_worker(settings, separator):
             job = await async_wait_until(
                 lambda: _finished(bot.services.db.get_job(job_id)), timeout=JOB_TIMEOUT_S
             )

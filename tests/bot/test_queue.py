@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import redis
 
 from bot.queue import QueueClient, QueueUnavailable
 from common.jobs import SeparationJob, separation_job_id
-from tests.support.redis_server import free_port
+from tests.support.redis_server import free_port, mark_running, redis_client
 
 
 def job(request_id: int, stems: tuple[str, ...] = ("vocals",)) -> SeparationJob:
@@ -34,14 +33,6 @@ async def test_same_request_and_stems_enqueue_once(redis_url: str) -> None:
         await queue.close()
 
 
-def _mark_running(redis_url: str, job_id: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        client.set(f"arq:in-progress:{job_id}", b"1", px=60_000)
-    finally:
-        client.close()
-
-
 async def test_positions_skip_jobs_already_running(redis_url: str) -> None:
     queue = QueueClient(redis_url)
     ids = [separation_job_id(request_id, ["vocals"]) for request_id in (1, 2, 3)]
@@ -51,7 +42,7 @@ async def test_positions_skip_jobs_already_running(redis_url: str) -> None:
         snapshot = await queue.snapshot(ids)
         assert [snapshot.states[i].position for i in ids] == [1, 2, 3]
         assert snapshot.waiting == 3
-        _mark_running(redis_url, ids[0])
+        mark_running(redis_url, ids[0])
         snapshot = await queue.snapshot(ids)
         assert [snapshot.states[i].state for i in ids] == ["running", "queued", "queued"]
         assert [snapshot.states[i].position for i in ids] == [None, 1, 2]
@@ -62,11 +53,8 @@ async def test_positions_skip_jobs_already_running(redis_url: str) -> None:
 
 
 def _commands_run(redis_url: str) -> int:
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with redis_client(redis_url) as client:
         stats = client.info("commandstats")
-    finally:
-        client.close()
     return sum(int(entry["calls"]) for entry in stats.values())
 
 

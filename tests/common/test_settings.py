@@ -8,9 +8,8 @@ from common.settings import Settings
 from separation.config import DEFAULT_MODELS
 
 
-def test_defaults_match_design(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TELEGRAM_BOT_TOKEN", "REDIS_URL", "DEMIX_MODELS", "DEMIX_ADMIN_IDS"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.mark.usefixtures("bare_environment")
+def test_defaults_match_design() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.telegram_api_base_url == "https://api.telegram.org/bot"
     assert settings.telegram_file_base_url == "https://api.telegram.org/file/bot"
@@ -26,6 +25,7 @@ def test_defaults_match_design(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model_repo is None
 
 
+@pytest.mark.usefixtures("bare_environment")
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "42:abc")
     monkeypatch.setenv("DEMIX_ADMIN_IDS", "7, 9")
@@ -40,8 +40,8 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert settings.max_file_mb == 5
 
 
-def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("DEMIX_MAX_DURATION_S", raising=False)
+@pytest.mark.usefixtures("bare_environment")
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("DEMIX_MAX_DURATION_S=61\n")
     assert Settings(_env_file=env_file).max_duration_s == 61  # type: ignore[call-arg]

@@ -27,6 +27,7 @@ from separation.model_store import (
     check_model_repo,
     fetch_models,
 )
+from tests.support.processes import child_env, run_demix
 from tests.support.redis_server import free_port
 
 NAMES = ("htdemucs_ft", "htdemucs_6s")
@@ -351,16 +352,13 @@ def test_fetch_from_the_command_line_offline(tmp_path: Path) -> None:
     assert "demix models fetch failed: could not download" in result.stderr
 
 
+# A bare environment: no DEMIX_* variable (or anything else of the shell) leaks in.
+BARE = child_env(inherit=False, HOME="/nonexistent")
+
+
 def _demix(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # An empty folder and a bare environment: no `.env` or DEMIX_* variable leaks in.
-    return subprocess.run(
-        [sys.executable, "-m", "demix", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
-    )
+    # And an empty folder: no `.env` file is read.
+    return run_demix(*args, env=BARE, cwd=cwd)
 
 
 def test_models_commands_without_the_worker_extra_say_what_to_install(tmp_path: Path) -> None:
@@ -375,7 +373,7 @@ def test_models_commands_without_the_worker_extra_say_what_to_install(tmp_path: 
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+        env=BARE,
     )
     assert result.returncode == 2
     assert "pip install 'neural-music-demixing[worker]'" in result.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -15,14 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VARIABLES = sorted(Settings.env_names().values())
 
 
-@pytest.fixture
-def bare_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith(("DEMIX_", "TELEGRAM_", "REDIS_")):
-            monkeypatch.delenv(key)
-
-
-def test_env_example_lists_every_setting_with_its_default(bare_environment: None) -> None:
+@pytest.mark.usefixtures("bare_environment")
+def test_env_example_lists_every_setting_with_its_default() -> None:
     text = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
     assert listed == set(VARIABLES)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from storage import Database, NewRequest
+from tests.support.processes import child_env, run_demix
 
 
 async def fill(path: Path) -> None:
@@ -34,15 +33,7 @@ async def fill(path: Path) -> None:
 
 
 def demix(*args: str, db_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEMIX_DB_PATH": str(db_path)}
-    return subprocess.run(
-        [sys.executable, "-m", "demix", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,  # no stray .env is read
-        timeout=120,
-    )
+    return run_demix(*args, env=child_env(DEMIX_DB_PATH=db_path), cwd=cwd)
 
 
 async def test_stats_json_has_the_designed_keys(tmp_path: Path) -> None:

@@ -1,19 +1,23 @@
 """`demix up` as an operator runs it: a subprocess with tiny models and the fake Bot API.
 
 The service's children (redis-server, worker, bot) are found through /proc, so the tests
-see exactly what an operator's `ps` would: what runs, and that nothing is left behind.
+see exactly what an operator's `ps` would: what runs, and that nothing is left behind. Each
+child gets a session of its own, so "left behind" is found by a marker variable every
+process started under `up` inherits, not by parent, session or process group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,11 +25,13 @@ import pytest
 from common.settings import Settings
 from demix.up import child_environment, safe_url
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
-from tests.support.redis_server import free_port
+from tests.support.processes import child_env, demix_process, run_demix
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import wait_until
 
 USER = 4242
 START_TIMEOUT_S = 120.0  # the worker imports torch; the machine may be busy
+MARKER = "TEST_DEMIX_UP_RUN"  # not a setting; every child inherits it
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -43,6 +49,23 @@ def _children(pid: int) -> dict[int, str]:
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         if ppid == pid and cmdline:
             found[int(entry.name)] = cmdline
+    return found
+
+
+def _marked(marker: str) -> dict[int, str]:
+    """Live processes (zombies aside) whose environment carries ``MARKER=marker``: pid ->
+    command line."""
+    wanted = f"{MARKER}={marker}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _alive(int(entry.name)):
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ:
+            found[int(entry.name)] = _cmdline(int(entry.name))
     return found
 
 
@@ -71,7 +94,7 @@ class Up:
 
     process: subprocess.Popen[bytes]
     log_path: Path
-    seen: dict[int, str] = field(default_factory=dict)
+    marker: str
 
     @property
     def log(self) -> str:
@@ -88,9 +111,7 @@ class Up:
     def children(self) -> dict[str, int]:
         """Role -> pid of the children running now."""
         roles = {}
-        found = _children(self.process.pid)
-        self.seen.update(found)
-        for pid, cmdline in found.items():
+        for pid, cmdline in _children(self.process.pid).items():
             if "redis-server" in cmdline:
                 roles["redis"] = pid
             elif cmdline.endswith("demix worker"):
@@ -105,6 +126,10 @@ class Up:
         self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
 
+    def left_behind(self) -> dict[int, str]:
+        """Processes started under `up` (itself included) still running: pid -> command."""
+        return _marked(self.marker)
+
 
 @pytest.fixture
 def start_up(
@@ -112,45 +137,37 @@ def start_up(
 ) -> Iterator[Callable[..., Up]]:
     """Start `demix up` in an empty folder with a bare environment plus ``env``."""
     started: list[Up] = []
+    stack = contextlib.ExitStack()
 
     def start(**env: str) -> Up:
-        environment = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path),
-            **fake_bot_api.environment(),
-            "DEMIX_MODEL_REPO": str(model_repo),
-            "DEMIX_DEVICE": "cpu",
-            "DEMIX_DATA_DIR": str(tmp_path / "data"),
-            "DEMIX_DB_PATH": str(tmp_path / "data" / "demix.sqlite3"),
-            "DEMIX_CACHE_DIR": str(tmp_path / "data" / "cache"),
-            "DEMIX_PROGRESS_EDIT_INTERVAL_S": "0.2",
+        marker = uuid.uuid4().hex
+        environment = child_env(
+            fake_bot_api.environment(),
+            inherit=False,
+            HOME=tmp_path,
+            DEMIX_MODEL_REPO=model_repo,
+            DEMIX_DEVICE="cpu",
+            DEMIX_DATA_DIR=tmp_path / "data",
+            DEMIX_DB_PATH=tmp_path / "data" / "demix.sqlite3",
+            DEMIX_CACHE_DIR=tmp_path / "data" / "cache",
+            DEMIX_PROGRESS_EDIT_INTERVAL_S="0.2",
+            **{MARKER: marker},
             **env,
-        }
+        )
         log_path = tmp_path / f"up-{len(started)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "demix", "up"],
-                cwd=tmp_path,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        up = Up(process, log_path)
+        process = stack.enter_context(
+            demix_process("up", env=environment, cwd=tmp_path, log=log_path)
+        )
+        up = Up(process, log_path, marker)
         started.append(up)
         return up
 
-    yield start
-
-    # Whatever a failed test left behind: `up` itself and any child it was seen with.
+    with stack:
+        yield start
+    # Whatever a failed test left behind (`up` itself was killed on leaving the stack).
     for up in started:
-        if up.process.poll() is None:
-            up.seen.update(_children(up.process.pid))
-            up.process.kill()
-            up.process.wait(timeout=30)
-        for pid, cmdline in up.seen.items():
-            if _alive(pid) and _cmdline(pid) == cmdline:
+        for pid in up.left_behind():
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -169,7 +186,7 @@ def _press(api: FakeBotApi, message: ChatMessage, label: str) -> None:
 def _health(kind: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "demix.health", kind],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        env=child_env(inherit=False, **env),
         cwd="/",
         capture_output=True,
         text=True,
@@ -189,7 +206,6 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
 
     sent = fake_bot_api.send_audio(USER, song)
     picker = wait_until(lambda: _picker(fake_bot_api, sent), timeout=60, what="the picker")
-    assert picker is not None
     _press(fake_bot_api, picker, "vocals")
     _press(fake_bot_api, picker, "Separate")
     wait_until(
@@ -211,7 +227,6 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
         timeout=30,
         what="the rating buttons",
     )
-    assert rating is not None
     _press(fake_bot_api, rating, "👍")
 
     # Output of every child is forwarded with its name; job lines carry job and user ids.
@@ -232,20 +247,15 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
     data = tmp_path / "data"
     for role, pid in children.items():
         assert not _alive(pid), f"{role} (pid {pid}) outlived demix up"
+    assert not up.left_behind()
     assert "SIGINT received" in up.log
     # Worker first (it may be finishing a job), then the bot, then Redis.
     stops = [up.log.index(f'msg="stopping {name}"') for name in ("worker", "bot", "redis")]
     assert stops == sorted(stops)
     # The bot recorded the request, the job and the vote in its SQLite file.
-    stats = subprocess.run(
-        [sys.executable, "-m", "demix", "stats", "--json"],
-        env={"PATH": os.environ.get("PATH", ""), "DEMIX_DB_PATH": str(data / "demix.sqlite3")},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    env = child_env(inherit=False, DEMIX_DB_PATH=data / "demix.sqlite3")
+    stats = run_demix("stats", "--json", env=env, cwd=tmp_path)
+    assert stats.returncode == 0, stats.stderr
     figures = json.loads(stats.stdout)
     assert figures["requests"] == 1
     assert (figures["feedback"]["up"], figures["feedback"]["down"]) == (1, 0)
@@ -259,6 +269,8 @@ def test_up_reuses_a_redis_that_answers(start_up: Callable[..., Up], redis_url: 
     up.wait_log("service up")
     children = up.children()
     assert set(children) == {"worker", "bot"}, children
+    # What `left_behind` looks for is there while the service runs: the check can fail.
+    assert {up.process.pid, *children.values()} <= set(up.left_behind())
     assert f"using Redis at {redis_url}" in up.log
     # The worker reached the given Redis: arq's health key is there.
     wait_until(lambda: _health("worker", REDIS_URL=redis_url).returncode == 0, timeout=60)
@@ -266,6 +278,7 @@ def test_up_reuses_a_redis_that_answers(start_up: Callable[..., Up], redis_url: 
     assert up.stop(signal.SIGTERM) == 0
     for role, pid in children.items():
         assert not _alive(pid), f"{role} (pid {pid}) outlived demix up"
+    assert not up.left_behind()
 
 
 @pytest.mark.slow
@@ -281,6 +294,7 @@ def test_a_crashed_child_is_reported_and_takes_the_service_down(
     assert up.process.wait(timeout=90) == 1
     assert "bot exited unexpectedly with code -9" in up.log
     assert not _alive(children["worker"])
+    assert not up.left_behind()
 
 
 @pytest.mark.slow
@@ -298,6 +312,7 @@ def test_children_stop_when_up_itself_is_killed(
 
     for role, pid in children.items():
         wait_until(functools.partial(_gone, pid), timeout=60, what=f"{role} to exit")
+    wait_until(lambda: not up.left_behind(), timeout=60, what="every process of up to exit")
 
 
 def test_up_without_a_token_says_so(start_up: Callable[..., Up]) -> None:
@@ -314,45 +329,21 @@ def test_up_without_redis_and_without_redis_server(
     up = start_up(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PATH=str(empty))
     assert up.process.wait(timeout=60) == 1
     assert "redis-server is not installed" in up.log
-    assert not _children(up.process.pid)
+    assert not up.left_behind()
 
 
 def test_up_refuses_a_redis_that_wants_a_password(
     start_up: Callable[..., Up], tmp_path: Path
 ) -> None:
-    port = free_port()
-    options = {
-        "port": str(port),
-        "bind": "127.0.0.1",
-        "requirepass": "sekrit",
-        "dir": str(tmp_path),
-    }
-    server = subprocess.Popen(
-        ["redis-server", *(part for key, value in options.items() for part in (f"--{key}", value))],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(tmp_path / "redis", password="sekrit").start()
     try:
-        wait_until(lambda: _answers_noauth(port), timeout=10, what="redis-server to answer")
-        up = start_up(REDIS_URL=f"redis://:wrong@127.0.0.1:{port}/0")
+        up = start_up(REDIS_URL=f"redis://:wrong@127.0.0.1:{server.port}/0")
         assert up.process.wait(timeout=60) == 1
         assert "answers but refuses us" in up.log
         assert ":wrong@" not in up.log  # the password is masked
-        assert not _children(up.process.pid)
+        assert not up.left_behind()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _answers_noauth(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"-NOAUTH")
-    except OSError:
-        return False
+        server.stop()
 
 
 def test_health_checks_fail_without_a_service(fake_bot_api: FakeBotApi, redis_url: str) -> None:
@@ -364,12 +355,10 @@ def test_health_checks_fail_without_a_service(fake_bot_api: FakeBotApi, redis_ur
     assert fake_bot_api.token not in result.stderr
 
 
+@pytest.mark.usefixtures("bare_environment")
 def test_children_build_the_settings_up_was_given(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for key in list(os.environ):
-        if key.startswith(("DEMIX_", "TELEGRAM_", "REDIS_")):
-            monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("DEMIX_MAX_FILE_MB=50\nTELEGRAM_LOCAL_MODE=true\n")
     monkeypatch.setenv("DEMIX_ADMIN_IDS", "7,3")

@@ -1,20 +1,13 @@
-"""Fixtures of the separation tests: one shared separator over the tiny models."""
+"""Fixtures of the separation tests: audio to separate. The separator is the session's
+(``separator`` in tests/conftest.py); tests/support/separators.py builds others."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from separation import Audio, AudioInfo, EnsembleSeparator, SeparatorConfig
+from separation import Audio, AudioInfo
 from tests.support.audio import music_like
-
-
-@pytest.fixture(scope="module")
-def separator(model_repo: Path) -> EnsembleSeparator:
-    """A cache-less separator over the tiny models, on CPU, shared by a test module."""
-    return EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
 
 
 def audio_of(samples: np.ndarray) -> Audio:

@@ -12,10 +12,12 @@ import pytest
 from separation import (
     SAMPLERATE,
     InvalidAudioError,
+    SongTooLongError,
     decode_audio,
     encode_tracks,
     probe_audio,
 )
+from separation import audio as audio_module
 from tests.support.audio import decode, make_song, music_like, write_audio
 
 # Encoders may round the length to their frame size; gapless decoding keeps this small.
@@ -82,12 +84,12 @@ def test_tags_are_read(song: Path) -> None:
     assert info.duration_s == pytest.approx(3.0, abs=0.06)
 
 
-def test_real_music_excerpt_decodes(testdata: Path, tmp_path: Path) -> None:
-    stem_file = testdata / "musdb7" / "Music Delta - 80s Rock.stem.mp4"
+def test_music_excerpt_decodes(multitrack_song: Path, tmp_path: Path) -> None:
+    stem_file = multitrack_song
     audio = decode_audio(stem_file)
     assert 5.0 < audio.duration_s < 9.0
     # Re-encoded to mp3 as a user would send it, it decodes to the same length.
-    mp3 = tmp_path / "80s Rock.mp3"
+    mp3 = tmp_path / "excerpt.mp3"
     subprocess.run(
         [
             "ffmpeg",
@@ -258,3 +260,38 @@ def test_encoding_without_artist_writes_no_artist(tmp_path: Path) -> None:
 def test_encoding_refuses_a_mono_array(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shape"):
         encode_tracks({"bass": np.zeros((1, 100), np.float32)}, tmp_path, "S")
+
+
+def _silence_flac(path: Path, seconds: float) -> Path:
+    # Minutes of silence in a few kB: the length is only found by decoding.
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi"]
+    cmd += ["-i", "anullsrc=r=44100:cl=stereo", "-t", str(seconds), "-c:a", "flac", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def test_decoding_stops_a_second_past_the_duration_limit(tmp_path: Path) -> None:
+    bomb = _silence_flac(tmp_path / "bomb.flac", 600)
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(SongTooLongError) as refused:
+        decode_audio(bomb, max_duration_s=5)
+    assert refused.value.limit_s == 5
+    assert "5 s" in refused.value.user_message
+
+
+def test_a_song_within_the_limit_decodes_whole(tmp_path: Path) -> None:
+    song = _silence_flac(tmp_path / "short.flac", 4)
+    audio = decode_audio(song, max_duration_s=5)
+    assert audio.samples.shape == (2, 4 * SAMPLERATE)
+    assert decode_audio(song, max_duration_s=4).samples.shape == (2, 4 * SAMPLERATE)
+
+
+def test_a_decode_past_its_time_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    song = _silence_flac(tmp_path / "slow.flac", 60)
+    info = probe_audio(song)
+    monkeypatch.setattr(audio_module, "DECODE_TIMEOUT_BASE_S", 0.0)
+    monkeypatch.setattr(audio_module, "DECODE_TIMEOUT_PER_AUDIO_S", 1e-6)
+    with pytest.raises(InvalidAudioError, match="ran past"):
+        decode_audio(song, info)

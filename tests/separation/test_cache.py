@@ -9,46 +9,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from separation import SOURCES, Audio, EnsembleSeparator, SeparatorConfig
+from separation import SOURCES, Audio, EnsembleSeparator
 from separation.cache import SourceCache, audio_digest
 from separation.random_models import write_model_repo
-
-
-def cached_separator(model_repo: Path, cache_dir: Path, **overrides: object) -> EnsembleSeparator:
-    config = SeparatorConfig(
-        model_repo=model_repo,
-        device="cpu",
-        cache_dir=cache_dir,
-        **overrides,  # type: ignore[arg-type]
-    )
-    return EnsembleSeparator(config)
+from tests.support.separators import make_separator
 
 
 def test_other_picks_of_a_cached_song_run_no_model(
-    model_repo: Path, tmp_path: Path, clip: Audio
+    model_repo: Path, tmp_path: Path, clip: Audio, separator: EnsembleSeparator
 ) -> None:
-    first = cached_separator(model_repo, tmp_path / "cache")
-    six = first.separate(clip, SOURCES)
+    first = make_separator(model_repo, cache_dir=tmp_path / "cache")
+    first.separate(clip, SOURCES)
     assert first.model_passes == 4
     # Stored: A's drums, bass, vocals and B's guitar, piano, other: what the blend can use.
     assert first.cache is not None and len(first.cache.entries()) == 6
 
-    # A fresh instance (another process, say) on the same folder loads no model at all.
-    fresh = cached_separator(model_repo, tmp_path / "cache")
+    # A fresh instance (another process, say) on the same folder loads no model at all, and
+    # gives every track of every pick as a cache-less separation does: `other` (model B's
+    # own for a pick of it alone, the residual beside all five) and the `no_`/`rest` tracks.
+    fresh = make_separator(model_repo, cache_dir=tmp_path / "cache")
     for pick in (["vocals"], ["guitar", "bass"], ["other"], ["piano"], SOURCES):
         tracks = fresh.separate(clip, pick)
-        for source in pick:
-            if source != "other":
-                np.testing.assert_array_equal(tracks[source], six[source])
+        expected = separator.separate(clip, pick)
+        assert tuple(tracks) == tuple(expected), pick
+        for name, track in tracks.items():
+            np.testing.assert_array_equal(track, expected[name], err_msg=name)
     assert fresh.model_passes == 0
     assert fresh.loaded_models == ()
     assert fresh.cache is not None and fresh.cache.hits > 0
 
 
 def test_only_missing_sources_are_computed(model_repo: Path, tmp_path: Path, clip: Audio) -> None:
-    first = cached_separator(model_repo, tmp_path / "cache")
+    first = make_separator(model_repo, cache_dir=tmp_path / "cache")
     first.separate(clip, ["vocals"])
-    second = cached_separator(model_repo, tmp_path / "cache")
+    second = make_separator(model_repo, cache_dir=tmp_path / "cache")
     second.separate(clip, ["vocals", "drums"])
     assert second.model_passes == 1  # the drums sub-model only
 
@@ -57,8 +51,12 @@ def test_same_result_with_and_without_cache(
     model_repo: Path, tmp_path: Path, clip: Audio, separator: EnsembleSeparator
 ) -> None:
     plain = separator.separate(clip, ["drums", "piano"])
-    cold = cached_separator(model_repo, tmp_path / "cache").separate(clip, ["drums", "piano"])
-    warm = cached_separator(model_repo, tmp_path / "cache").separate(clip, ["drums", "piano"])
+    cold = make_separator(model_repo, cache_dir=tmp_path / "cache").separate(
+        clip, ["drums", "piano"]
+    )
+    warm = make_separator(model_repo, cache_dir=tmp_path / "cache").separate(
+        clip, ["drums", "piano"]
+    )
     for name in plain:
         np.testing.assert_array_equal(plain[name], cold[name])
         np.testing.assert_array_equal(plain[name], warm[name])
@@ -68,18 +66,18 @@ def test_key_covers_audio_settings_and_models(
     model_repo: Path, tmp_path: Path, clip: Audio
 ) -> None:
     cache_dir = tmp_path / "cache"
-    cached_separator(model_repo, cache_dir).separate(clip, ["bass"])
+    make_separator(model_repo, cache_dir=cache_dir).separate(clip, ["bass"])
 
-    other_overlap = cached_separator(model_repo, cache_dir, overlap=0.5)
+    other_overlap = make_separator(model_repo, cache_dir=cache_dir, overlap=0.5)
     other_overlap.separate(clip, ["bass"])
     assert other_overlap.model_passes == 1
 
-    other_models = cached_separator(write_model_repo(tmp_path / "m2", seed=7), cache_dir)
+    other_models = make_separator(write_model_repo(tmp_path / "m2", seed=7), cache_dir=cache_dir)
     other_models.separate(clip, ["bass"])
     assert other_models.model_passes == 1
 
     louder = Audio(samples=clip.samples * np.float32(0.5), info=clip.info)
-    other_audio = cached_separator(model_repo, cache_dir)
+    other_audio = make_separator(model_repo, cache_dir=cache_dir)
     other_audio.separate(louder, ["bass"])
     assert other_audio.model_passes == 1
 
@@ -88,26 +86,26 @@ def test_corrupt_entries_are_ignored_and_replaced(
     model_repo: Path, tmp_path: Path, clip: Audio
 ) -> None:
     cache_dir = tmp_path / "cache"
-    good = cached_separator(model_repo, cache_dir).separate(clip, ["vocals", "guitar"])
+    good = make_separator(model_repo, cache_dir=cache_dir).separate(clip, ["vocals", "guitar"])
     entries = sorted(cache_dir.glob("*/*.npy"))
     assert entries
     entries[0].write_bytes(b"not an array")
     for entry in entries[1:]:
         entry.write_bytes(entry.read_bytes()[:200])  # truncated
 
-    again = cached_separator(model_repo, cache_dir)
+    again = make_separator(model_repo, cache_dir=cache_dir)
     tracks = again.separate(clip, ["vocals", "guitar"])
     assert again.model_passes == 2
     for name in good:
         np.testing.assert_array_equal(tracks[name], good[name])
     # The recomputed entries replaced the broken ones.
-    third = cached_separator(model_repo, cache_dir)
+    third = make_separator(model_repo, cache_dir=cache_dir)
     third.separate(clip, ["vocals", "guitar"])
     assert third.model_passes == 0
 
 
 def test_disabled_cache_writes_nothing(model_repo: Path, tmp_path: Path, clip: Audio) -> None:
-    separator = cached_separator(model_repo, tmp_path / "cache", cache_max_bytes=0)
+    separator = make_separator(model_repo, cache_dir=tmp_path / "cache", cache_max_bytes=0)
     separator.separate(clip, ["bass"])
     assert separator.cache is None
     assert not (tmp_path / "cache").exists()
@@ -154,13 +152,27 @@ def test_entry_over_the_cap_is_not_stored(tmp_path: Path) -> None:
     assert cache.entries() == []
 
 
-@pytest.mark.parametrize("changed", ["value", "length"])
+def test_audio_digest_is_the_samples_not_their_memory_layout() -> None:
+    samples = np.array([[0.0, 0.5, -1.0], [0.25, 1.0, -0.5]], np.float32)
+    # Pinned: a changed digest would orphan every cache entry already on disk.
+    pinned = "fcb81d7d62451b60bf6ef4b61412c40d1b0689a15a59d97e3745301a92a1a970"
+    assert audio_digest(samples) == pinned
+    # The same values, column-major, as float64, or a strided view: the same song.
+    assert audio_digest(np.asfortranarray(samples)) == pinned
+    assert audio_digest(samples.astype(np.float64)) == pinned
+    wider = np.zeros((2, 6), np.float32)
+    wider[:, ::2] = samples
+    assert audio_digest(wider[:, ::2]) == pinned
+
+
+@pytest.mark.parametrize("changed", ["value", "length", "channels"])
 def test_audio_digest_tells_songs_apart(changed: str) -> None:
     samples = _array(3)
     other = samples.copy()
     if changed == "value":
         other[1, 500] += 1e-6
-    else:
+    elif changed == "length":
         other = np.concatenate([samples, np.zeros((2, 1), np.float32)], axis=1)
-    assert audio_digest(samples) == audio_digest(samples.copy())
+    else:  # the same samples as one channel of twice the length
+        other = samples.reshape(1, -1)
     assert audio_digest(samples) != audio_digest(other)

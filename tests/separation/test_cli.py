@@ -13,22 +13,26 @@ import pytest
 from demix.cli import main
 from separation import decode_audio, probe_audio
 from tests.support.audio import decode
+from tests.support.processes import child_env
 
 DEMIX = Path(sys.executable).parent / "demix"
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_repo: Path) -> dict[str, str]:
-    """Environment of a CLI run: tiny models, CPU, a tmp cache; no stray `.env` file."""
-    env = {
+def cli_env(
+    bare_environment: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_repo: Path
+) -> dict[str, str]:
+    """Environment of a CLI run, in this process and for a child: tiny models, CPU, a tmp
+    cache; no stray `.env` file or settings variable."""
+    settings = {
         "DEMIX_MODEL_REPO": str(model_repo),
         "DEMIX_DEVICE": "cpu",
         "DEMIX_CACHE_DIR": str(tmp_path / "cache"),
     }
-    for name, value in env.items():
+    for name, value in settings.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    return {**os.environ, **env}
+    return child_env(settings)
 
 
 def test_separate_writes_named_tracks_and_prints_them(

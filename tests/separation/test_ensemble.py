@@ -24,6 +24,7 @@ from separation import (
 )
 from tests.separation.conftest import audio_of
 from tests.support.audio import make_song, music_like
+from tests.support.separators import make_separator
 
 PICKS = [
     ["vocals"],
@@ -69,10 +70,8 @@ def test_songs_at_any_rate_separate_to_their_length(
     assert_tracks_sum_to_mix(tracks, audio)
 
 
-def test_real_music_excerpt_separates_into_six(
-    separator: EnsembleSeparator, testdata: Path
-) -> None:
-    audio = decode_audio(testdata / "musdb7" / "The Easton Ellises - Falcon 69.stem.mp4")
+def test_music_excerpt_separates(separator: EnsembleSeparator, multitrack_song: Path) -> None:
+    audio = decode_audio(multitrack_song)
     tracks = separator.separate(audio, ["vocals", "piano"])
     assert tuple(tracks) == ("vocals", "piano", "rest")
     assert_tracks_sum_to_mix(tracks, audio)
@@ -114,7 +113,7 @@ def test_separation_is_deterministic(separator: EnsembleSeparator, clip: Audio) 
 def test_runs_only_the_sub_models_the_pick_needs(
     model_repo: Path, clip: Audio, pick: list[str], passes: int, loaded: tuple[str, ...]
 ) -> None:
-    separator = EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
+    separator = make_separator(model_repo)
     separator.separate(clip, pick)
     assert separator.model_passes == passes
     assert set(separator.loaded_models) == set(loaded)
@@ -156,7 +155,7 @@ def test_progress_rises_from_zero_to_one(separator: EnsembleSeparator) -> None:
 
 
 def test_cancel_between_chunks_stops_the_work(model_repo: Path) -> None:
-    separator = EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
+    separator = make_separator(model_repo)
     audio = audio_of(music_like(7.0, seed=2))
     polls = 0
 
@@ -176,7 +175,7 @@ def test_cancel_between_chunks_stops_the_work(model_repo: Path) -> None:
 
 
 def test_unknown_stems_are_refused_before_any_model_runs(model_repo: Path, clip: Audio) -> None:
-    separator = EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu"))
+    separator = make_separator(model_repo)
     for pick in ([], ["voice"], ["vocals", ""]):
         with pytest.raises(UnknownStemError):
             separator.separate(clip, pick)
@@ -208,10 +207,7 @@ async def test_can_run_in_worker_threads(separator: EnsembleSeparator, clip: Aud
 
 def test_blend_weight_mixes_both_models(model_repo: Path, clip: Audio) -> None:
     def vocals(weight_a: float) -> tuple[np.ndarray, int]:
-        config = SeparatorConfig(
-            model_repo=model_repo, device="cpu", blend_weights={"vocals": weight_a}
-        )
-        separator = EnsembleSeparator(config)
+        separator = make_separator(model_repo, blend_weights={"vocals": weight_a})
         return separator.separate(clip, ["vocals"])["vocals"], separator.model_passes
 
     only_a, passes_a = vocals(1.0)
@@ -222,9 +218,8 @@ def test_blend_weight_mixes_both_models(model_repo: Path, clip: Audio) -> None:
 
 
 def test_weight_on_a_source_model_a_lacks_is_a_clear_error(model_repo: Path, clip: Audio) -> None:
-    config = SeparatorConfig(model_repo=model_repo, device="cpu", blend_weights={"guitar": 1.0})
     with pytest.raises(ModelUnavailableError, match="guitar"):
-        EnsembleSeparator(config).separate(clip, ["guitar"])
+        make_separator(model_repo, blend_weights={"guitar": 1.0}).separate(clip, ["guitar"])
 
 
 @pytest.mark.parametrize(
@@ -258,20 +253,27 @@ def test_default_blend_weights_follow_the_design() -> None:
 def test_missing_model_or_folder_is_model_unavailable(
     model_repo: Path, tmp_path: Path, clip: Audio
 ) -> None:
-    missing_name = SeparatorConfig(
-        models=("htdemucs_ft", "no_such_model"), model_repo=model_repo, device="cpu"
-    )
+    missing_name = make_separator(model_repo, models=("htdemucs_ft", "no_such_model"))
     with pytest.raises(ModelUnavailableError, match="no_such_model"):
-        EnsembleSeparator(missing_name).separate(clip, ["piano"])
-    missing_dir = SeparatorConfig(model_repo=tmp_path / "nowhere", device="cpu")
+        missing_name.separate(clip, ["piano"])
+    missing_dir = make_separator(tmp_path / "nowhere")
     with pytest.raises(ModelUnavailableError):
-        EnsembleSeparator(missing_dir).separate(clip, ["vocals"])
+        missing_dir.separate(clip, ["vocals"])
 
 
-def test_device_names() -> None:
+def test_device_names_are_taken_as_given() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    if not torch.cuda.is_available() and torch.backends.mps.is_available():
-        expected = "mps"
-    assert resolve_device("auto").type == expected
+    assert resolve_device("mps") == torch.device("mps")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool, expected: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == torch.device(expected)

@@ -1,11 +1,15 @@
-"""A real redis-server on a free loopback port, for tests."""
+"""A real redis-server on a free loopback port, and a short-lived client to it, for tests."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import redis
 
 from tests.support.waiting import wait_until
 
@@ -16,21 +20,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _answers(port: int) -> bool:
+def answers(port: int, reply: bytes = b"+PONG") -> bool:
+    """True when something on ``port`` answers PING with ``reply`` (``-NOAUTH`` when it wants
+    a password)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith(reply)
     except OSError:
         return False
 
 
 class RedisServer:
-    """Start with :meth:`start`, stop with :meth:`stop`; :attr:`url` points at db 0."""
+    """Start with :meth:`start`, stop with :meth:`stop`; :attr:`url` points at db 0.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    With ``password`` it refuses clients that do not give it (``requirepass``).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,11 +65,13 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *(("--requirepass", self.password) if self.password else ()),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: _answers(self.port), timeout=10, what="redis-server to answer")
+        reply = b"-NOAUTH" if self.password else b"+PONG"
+        wait_until(lambda: answers(self.port, reply), timeout=10, what="redis-server to answer")
         return self
 
     def stop(self) -> None:
@@ -67,3 +79,19 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
         self.process = None
+
+
+@contextlib.contextmanager
+def redis_client(url: str) -> Iterator[redis.Redis]:
+    """A synchronous client to ``url`` for the block (to look at or change arq's keys)."""
+    client = redis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def mark_running(url: str, job_id: str) -> None:
+    """Set arq's in-progress mark of ``job_id``, as a worker does when it takes the job."""
+    with redis_client(url) as client:
+        client.set(f"arq:in-progress:{job_id}", b"1", px=60_000)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaAudio, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputMediaAudio, Update
 from telegram.error import (
     BadRequest,
     Conflict,
@@ -35,20 +34,12 @@ from telegram.ext import (
 )
 
 from tests.support.fake_bot_api import MB, TEST_TOKEN, FakeBotApi
+from tests.support.processes import child_env
 from tests.support.waiting import async_wait_until, wait_until
 
 USER = 42
 OTHER_USER = 43
 GROUP = -1001234
-
-
-def make_bot(api: FakeBotApi, token: str | None = None, *, local_mode: bool = False) -> Bot:
-    return Bot(
-        token or api.token,
-        base_url=api.api_base_url,
-        base_file_url=api.file_base_url,
-        local_mode=local_mode,
-    )
 
 
 @asynccontextmanager
@@ -81,11 +72,11 @@ def keyboard(*pairs: tuple[str, str]) -> InlineKeyboardMarkup:
 
 
 async def test_get_me_and_bad_token(fake_bot_api: FakeBotApi) -> None:
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         assert bot.username == "demix_test_bot"
         assert bot.id == 123456
     with pytest.raises(InvalidToken):
-        async with make_bot(fake_bot_api, token="123456:wrong-token"):
+        async with fake_bot_api.bot(token="123456:wrong-token"):
             pass
 
 
@@ -118,9 +109,11 @@ async def test_application_replies_to_command_and_text(fake_bot_api: FakeBotApi)
         reply = await fake_bot_api.async_wait_for_message(USER, containing="echo")
         assert reply.text == "echo: hello there"
         assert reply.reply_to == text.message_id
-        welcome = fake_bot_api.last_message(USER, containing="mp3")
-        assert welcome is not None and welcome.reply_to is None  # PTB quotes only in groups
-        assert command.text == "/start"
+        # The command reached the command handler, and only it: one answer each, in order.
+        welcome, echoed = fake_bot_api.chat_messages(USER)
+        assert (welcome.text, echoed.message_id) == ("Send me an mp3", reply.message_id)
+        assert welcome.message_id > command.message_id
+        assert welcome.reply_to is None  # PTB quotes only in groups
         await async_wait_until(lambda: fake_bot_api.pending_updates() == 0, what="offset")
 
 
@@ -174,7 +167,7 @@ async def test_audio_round_trips_both_ways(fake_bot_api: FakeBotApi, tmp_path: P
     song_bytes = bytes(range(256)) * 400
     sent = fake_bot_api.send_audio(USER, song_bytes, file_name="My Song.mp3", title="My Song")
     assert sent.file is not None and sent.file.size == len(song_bytes)
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         new_file = await bot.get_file(sent.file.file_id)
         assert new_file.file_size == len(song_bytes)
         assert bytes(await new_file.download_as_bytearray()) == song_bytes
@@ -201,7 +194,7 @@ async def test_audio_round_trips_both_ways(fake_bot_api: FakeBotApi, tmp_path: P
 async def test_media_group_of_audio(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
     tracks = {"vocals": b"V" * 1000, "no_vocals": b"N" * 2000}
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         messages = await bot.send_media_group(
             USER,
             [
@@ -210,7 +203,8 @@ async def test_media_group_of_audio(fake_bot_api: FakeBotApi) -> None:
             ],
         )
         assert len(messages) == 2
-        assert len({m.media_group_id for m in messages}) == 1
+        album = {m.media_group_id for m in messages}
+        assert len(album) == 1 and None not in album
         with pytest.raises(BadRequest, match="number of media"):
             await bot.send_media_group(USER, [InputMediaAudio(b"x", filename="one.mp3")])
     delivered = fake_bot_api.audio_messages(USER)
@@ -226,7 +220,7 @@ async def test_get_file_refuses_files_over_20_mb(fake_bot_api: FakeBotApi) -> No
     big = fake_bot_api.send_audio(USER, b"ID3tiny", declared_size=21 * MB)
     small = fake_bot_api.send_document(USER, b"tiny", file_name="x.wav", declared_size=20 * MB)
     assert big.file is not None and small.file is not None
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(BadRequest, match="File is too big"):
             await bot.get_file(big.file.file_id)
         assert (await bot.get_file(small.file.file_id)).file_size == 20 * MB
@@ -240,7 +234,7 @@ async def test_local_mode_lifts_limit_and_reads_paths(tmp_path: Path) -> None:
     with FakeBotApi(local_mode=True) as api:
         big = api.send_audio(USER, b"ID3big", declared_size=300 * MB)
         assert big.file is not None
-        async with make_bot(api, local_mode=True) as bot:
+        async with api.bot() as bot:
             got = await bot.get_file(big.file.file_id)
             assert got.file_path is not None and Path(got.file_path).is_absolute()
             assert (await got.download_to_drive(tmp_path / "in.mp3")).read_bytes() == b"ID3big"
@@ -256,7 +250,7 @@ async def test_local_mode_lifts_limit_and_reads_paths(tmp_path: Path) -> None:
 async def test_edit_not_modified_and_not_found(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
     markup = keyboard(("vocals", "t:vocals"))
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         status = await bot.send_message(USER, "Queued: position 1", reply_markup=markup)
         with pytest.raises(BadRequest, match="Message is not modified"):
             await bot.edit_message_text(
@@ -282,7 +276,7 @@ async def test_fail_next_429_carries_retry_after(fake_bot_api: FakeBotApi) -> No
     fake_bot_api.send_text(USER, "hi")
     fake_bot_api.fail_next("sendMessage", status=429, retry_after=7)
     fake_bot_api.fail_next("sendChatAction", status=500, times=2)
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(RetryAfter, match="Retry in 7 seconds"):
             await bot.send_message(USER, "first try")
         await bot.send_message(USER, "second try")
@@ -298,14 +292,14 @@ async def test_fail_next_429_carries_retry_after(fake_bot_api: FakeBotApi) -> No
 async def test_applied_fault_takes_effect_but_answer_is_lost(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
     fake_bot_api.fail_next("sendAudio", status=502, applied=True)
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(NetworkError):
             await bot.send_audio(USER, b"abc", filename="a.mp3")
     assert len(fake_bot_api.audio_messages(USER)) == 1
 
 
 async def test_unknown_method_is_404_and_recorded(fake_bot_api: FakeBotApi) -> None:
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(EndPointNotFound):
             await bot.do_api_request("sendHologram", api_kwargs={"chat_id": USER})
     [call] = fake_bot_api.calls("sendHologram")
@@ -313,7 +307,7 @@ async def test_unknown_method_is_404_and_recorded(fake_bot_api: FakeBotApi) -> N
 
 
 async def test_get_updates_long_poll_and_offset(fake_bot_api: FakeBotApi) -> None:
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         poll = asyncio.create_task(bot.get_updates(timeout=20))
         await async_wait_until(fake_bot_api.is_polling, what="long poll")
         started = time.monotonic()
@@ -328,7 +322,7 @@ async def test_get_updates_long_poll_and_offset(fake_bot_api: FakeBotApi) -> Non
 
 
 async def test_second_get_updates_terminates_the_first(fake_bot_api: FakeBotApi) -> None:
-    async with make_bot(fake_bot_api) as first, make_bot(fake_bot_api) as second:
+    async with fake_bot_api.bot() as first, fake_bot_api.bot() as second:
         waiting = asyncio.create_task(first.get_updates(timeout=20))
         await async_wait_until(fake_bot_api.is_polling, what="first poll")
         assert await second.get_updates(timeout=0) == ()
@@ -339,7 +333,7 @@ async def test_second_get_updates_terminates_the_first(fake_bot_api: FakeBotApi)
 async def test_group_chat_presses_by_another_user(fake_bot_api: FakeBotApi) -> None:
     owner_message = fake_bot_api.send_text(USER, "/start@demix_test_bot", chat_id=GROUP)
     fake_bot_api.send_text(OTHER_USER, "me too", chat_id=GROUP)
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         updates = await bot.get_updates(timeout=0)
         assert [u.effective_user.id for u in updates if u.effective_user] == [USER, OTHER_USER]
         assert updates[0].effective_chat is not None
@@ -366,7 +360,7 @@ async def test_group_chat_presses_by_another_user(fake_bot_api: FakeBotApi) -> N
 
 async def test_telegram_validation_errors(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(BadRequest, match="Chat not found"):
             await bot.send_message(999, "nobody here")
         with pytest.raises(BadRequest, match="Message text is empty"):
@@ -428,7 +422,7 @@ def test_press_on_missing_message_is_a_test_error(fake_bot_api: FakeBotApi) -> N
 
 async def test_uploads_over_50_mb_are_refused(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(NetworkError, match="Request Entity Too Large"):
             await bot.send_document(USER, b"\0" * (50 * MB + 1), filename="huge.wav")
     assert fake_bot_api.chat_messages(USER) == []
@@ -437,7 +431,7 @@ async def test_uploads_over_50_mb_are_refused(fake_bot_api: FakeBotApi) -> None:
 
 async def test_drop_pending_updates_and_allowed_updates(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "sent while the bot was down")
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         await bot.delete_webhook(drop_pending_updates=True)
         assert fake_bot_api.pending_updates() == 0
         fake_bot_api.send_text(USER, "hello")
@@ -457,7 +451,7 @@ async def test_drop_pending_updates_and_allowed_updates(fake_bot_api: FakeBotApi
 async def test_blocked_user_gets_forbidden(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
     fake_bot_api.block_bot(USER)
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         with pytest.raises(Forbidden, match="bot was blocked by the user"):
             await bot.send_message(USER, "your stems")
         fake_bot_api.block_bot(USER, blocked=False)
@@ -467,7 +461,7 @@ async def test_blocked_user_gets_forbidden(fake_bot_api: FakeBotApi) -> None:
 async def test_restart_keeps_port_and_state(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
     url = fake_bot_api.api_base_url
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         await bot.send_message(USER, "before")
         fake_bot_api.stop()
         with pytest.raises(NetworkError):
@@ -498,7 +492,7 @@ asyncio.run(main())
 
 
 def test_a_child_process_talks_to_the_server(fake_bot_api: FakeBotApi) -> None:
-    env = {**os.environ, **fake_bot_api.environment()}
+    env = child_env(fake_bot_api.environment())
     child = subprocess.Popen([sys.executable, "-c", CHILD], env=env)
     try:
         wait_until(fake_bot_api.is_polling, timeout=30, what="the child to poll")
@@ -518,7 +512,7 @@ async def test_user_audio_reports_duration_and_tags_like_a_client(
     tagged = fake_bot_api.send_audio(USER, song)
     renamed = fake_bot_api.send_audio(USER, song, title="Mine", duration=100)
     not_audio = fake_bot_api.send_audio(USER, b"not audio", file_name="x.mp3")
-    async with make_bot(fake_bot_api) as bot:
+    async with fake_bot_api.bot() as bot:
         updates = await bot.get_updates(timeout=0)
     audios = [u.message.audio for u in updates if u.message and u.message.audio]
     assert [(a.file_name, a.title, a.performer) for a in audios] == [

@@ -4,13 +4,10 @@ over real HTTP, tiny random models through demucs's loading path."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +18,6 @@ import pytest
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobResult, JobStatus
-from arq.worker import Worker
-from telegram import Bot
 
 from common.jobs import (
     SEPARATE_JOB,
@@ -33,17 +28,13 @@ from common.jobs import (
     separation_job_id,
 )
 from common.settings import Settings
-from separation import EnsembleSeparator, SeparatorConfig, probe_audio
+from separation import EnsembleSeparator, probe_audio
 from tests.support.audio import decode, make_song
-from tests.support.fake_bot_api import (
-    MB,
-    NOT_MODIFIED,
-    TEST_TOKEN,
-    ApiCall,
-    ChatMessage,
-    FakeBotApi,
-)
+from tests.support.fake_bot_api import MB, NOT_MODIFIED, ApiCall, ChatMessage, FakeBotApi
+from tests.support.processes import child_env, demix_process
+from tests.support.separators import make_separator
 from tests.support.waiting import async_wait_until
+from tests.support.workers import run_worker_burst, running_worker
 from worker import texts
 from worker.app import worker_settings
 from worker.delivery import ledger_key
@@ -51,29 +42,19 @@ from worker.job import STATE_KEY, separate_job
 from worker.progress import EditThrottle, StatusMessage
 
 USER = 501
-# Retries and status edits at test speed.
-FAST: dict[str, Any] = {
-    "retry_backoff_s": 0.05,
-    "retry_backoff_max_s": 0.2,
-    "progress_edit_interval_s": 0.2,
-}
 _request_ids = itertools.count(1000)
 
 
 @pytest.fixture(scope="module")
 def separator(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> EnsembleSeparator:
-    """One separator for the module: the tiny models load once, as in a worker process."""
-    config = SeparatorConfig(
-        model_repo=model_repo, device="cpu", cache_dir=tmp_path_factory.mktemp("cache")
-    )
-    return EnsembleSeparator(config)
+    """This module's separator has a source cache, as a worker process's does: the tiny
+    models load once, and a retried job finds what an earlier try separated."""
+    return make_separator(model_repo, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture
-def settings(
-    make_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, redis_url: str
-) -> Settings:
-    return make_settings(**fake_bot_api.settings_overrides(), redis_url=redis_url, **FAST)
+def settings(service_settings: Callable[..., Settings]) -> Settings:
+    return service_settings()
 
 
 @pytest.fixture
@@ -92,7 +73,6 @@ class Submitted:
 
 async def submit(
     api: FakeBotApi,
-    settings: Settings,
     pool: ArqRedis,
     song: Path | bytes,
     stems: tuple[str, ...],
@@ -108,8 +88,7 @@ async def submit(
     else:
         message = api.send_document(user_id, song, file_name="song.mp3")
     assert message.file is not None
-    token = settings.require_token()
-    async with Bot(token, base_url=settings.telegram_api_base_url) as bot:
+    async with api.bot() as bot:
         status = await bot.send_message(message.chat_id, "⏳ Queued: you're next.")
     job = SeparationJob(
         request_id=next(_request_ids),
@@ -126,20 +105,6 @@ async def submit(
     job_id = separation_job_id(job.request_id, stems)
     assert await pool.enqueue_job(SEPARATE_JOB, _job_id=job_id, **job.to_kwargs())
     return Submitted(job, job_id, message)
-
-
-async def run_worker_burst(settings: Settings, separator: EnsembleSeparator) -> Worker:
-    """Run arq's Worker until the queue is empty (deferred retries included)."""
-    worker = Worker(
-        **worker_settings(
-            settings, separator=separator, burst=True, handle_signals=False, poll_delay_s=0.05
-        )
-    )
-    try:
-        await asyncio.wait_for(worker.async_run(), timeout=180)
-    finally:
-        await worker.close()
-    return worker
 
 
 async def result_of(pool: ArqRedis, job_id: str) -> JobResult:
@@ -183,7 +148,7 @@ async def test_job_delivers_an_album_then_rating_then_done(
     song: Path,
     tmp_path: Path,
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "drums"))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals", "drums"))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 0)
 
@@ -235,7 +200,7 @@ async def test_vocals_alone_gives_vocals_and_no_vocals_as_one_album(
     separator: EnsembleSeparator,
     song: Path,
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     await run_worker_burst(settings, separator)
     audios = fake_bot_api.audio_messages(submitted.job.chat_id)
     assert [m.file_name for m in audios] == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
@@ -251,7 +216,6 @@ async def test_undecodable_file_fails_once_with_the_formats(
 ) -> None:
     submitted = await submit(
         fake_bot_api,
-        settings,
         pool,
         b"ID3 this is not audio at all" * 50,
         ("vocals",),
@@ -271,16 +235,13 @@ async def test_undecodable_file_fails_once_with_the_formats(
 
 async def test_song_over_the_duration_limit_fails_naming_it(
     fake_bot_api: FakeBotApi,
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     song: Path,
 ) -> None:
-    settings = make_settings(
-        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_duration_s=2
-    )
-    submitted = await submit(fake_bot_api, settings, pool, song, ("bass",))
+    settings = service_settings(max_duration_s=2)
+    submitted = await submit(fake_bot_api, pool, song, ("bass",))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
     final = status_texts(fake_bot_api, submitted)[-1] or ""
@@ -292,8 +253,7 @@ async def test_song_over_the_duration_limit_fails_naming_it(
 
 async def test_a_guessed_duration_over_the_limit_does_not_refuse_a_short_song(
     fake_bot_api: FakeBotApi,
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     tmp_path: Path,
@@ -311,12 +271,8 @@ async def test_a_guessed_duration_over_the_limit_does_not_refuse_a_short_song(
     )
     guessed = probe_audio(song)
     assert guessed.duration_estimated and guessed.duration_s > 12
-    settings = make_settings(
-        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_duration_s=12
-    )
-    submitted = await submit(
-        fake_bot_api, settings, pool, song, ("vocals",), song_name="Quiet Start"
-    )
+    settings = service_settings(max_duration_s=12)
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",), song_name="Quiet Start")
     worker = await run_worker_burst(settings, separator)
     assert worker.jobs_complete == 1
     tracks = fake_bot_api.audio_messages(submitted.job.chat_id)
@@ -333,7 +289,7 @@ async def test_file_over_telegrams_download_limit_fails_naming_it(
     separator: EnsembleSeparator,
     song: Path,
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=25 * MB)
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",), declared_size=25 * MB)
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
     assert len(fake_bot_api.calls("getFile")) == 1
@@ -356,7 +312,7 @@ async def test_transient_telegram_errors_are_retried_then_delivered_once(
     fake_bot_api.fail_next("sendMessage", status=500, when=lambda params: "reply_markup" in params)
     song = make_song(tmp_path / "Test Song.mp3", seconds=3.0, seed=21)
     passes = separator.model_passes
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals", "bass"))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals", "bass"))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (1, 0, 3)
     # One pass per needed sub-model of the bag (vocals, bass), once over all tries.
@@ -375,20 +331,14 @@ async def test_transient_telegram_errors_are_retried_then_delivered_once(
 
 async def test_retries_exhausted_tell_the_user_to_try_later(
     fake_bot_api: FakeBotApi,
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     song: Path,
 ) -> None:
-    settings = make_settings(
-        **fake_bot_api.settings_overrides(),
-        redis_url=redis_url,
-        **FAST,
-        job_max_tries=2,
-    )
+    settings = service_settings(job_max_tries=2)
     fake_bot_api.fail_next("getFile", status=502, times=5)
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_failed, worker.jobs_retried) == (1, 1)
     final = status_texts(fake_bot_api, submitted)[-1] or ""
@@ -398,12 +348,12 @@ async def test_retries_exhausted_tell_the_user_to_try_later(
 
 
 async def test_status_edits_are_spaced_and_only_sent_when_the_text_changes(
-    fake_bot_api: FakeBotApi, settings: Settings, pool: ArqRedis, song: Path
+    fake_bot_api: FakeBotApi, pool: ArqRedis, song: Path
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     interval = 0.3
     throttle = EditThrottle(interval)
-    async with Bot(settings.require_token(), base_url=settings.telegram_api_base_url) as bot:
+    async with fake_bot_api.bot() as bot:
         status = StatusMessage(
             bot, submitted.job.chat_id, submitted.job.status_message_id, throttle
         )
@@ -428,12 +378,12 @@ async def test_status_edits_are_spaced_and_only_sent_when_the_text_changes(
 
 
 async def test_status_edits_survive_telegram_refusals(
-    fake_bot_api: FakeBotApi, settings: Settings, pool: ArqRedis, song: Path
+    fake_bot_api: FakeBotApi, pool: ArqRedis, song: Path
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     throttle = EditThrottle(0.05)
     chat = submitted.job.chat_id
-    async with Bot(settings.require_token(), base_url=settings.telegram_api_base_url) as bot:
+    async with fake_bot_api.bot() as bot:
         status = StatusMessage(bot, chat, submitted.job.status_message_id, throttle)
         fake_bot_api.fail_next("editMessageText", status=429, retry_after=1)
         assert not await status.update("🎛 Separating… 10%")
@@ -459,21 +409,16 @@ async def test_status_edits_survive_telegram_refusals(
 
 async def test_progress_is_shown_while_a_job_separates(
     fake_bot_api: FakeBotApi,
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     tmp_path: Path,
 ) -> None:
     interval = 0.3
-    settings = make_settings(
-        **fake_bot_api.settings_overrides(),
-        redis_url=redis_url,
-        progress_edit_interval_s=interval,
-    )
+    settings = service_settings(progress_edit_interval_s=interval)
     # Several chunks (progress callbacks), and a fresh song: no cache hit.
     long_song = make_song(tmp_path / "long.mp3", seconds=14.0, seed=7)
-    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, long_song, ("vocals",))
     await run_worker_burst(settings, separator)
     edits = status_edits(fake_bot_api, submitted)
     shown = [str(call.params["text"]) for call in edits]
@@ -500,12 +445,11 @@ async def worker_ctx(
 
 async def test_a_rerun_of_a_finished_job_delivers_nothing_new(
     fake_bot_api: FakeBotApi,
-    settings: Settings,
     pool: ArqRedis,
     worker_ctx: dict[str, Any],
     song: Path,
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("piano", "guitar"))
+    submitted = await submit(fake_bot_api, pool, song, ("piano", "guitar"))
     # arq's own bookkeeping was lost (worker killed after the last send): it runs again.
     job_ctx = await Job(submitted.job_id, pool).info()
     assert job_ctx is not None
@@ -536,63 +480,51 @@ async def test_a_rerun_of_a_finished_job_delivers_nothing_new(
 
 
 def _worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        **api.environment(),
-        "REDIS_URL": redis_url,
-        "DEMIX_MODEL_REPO": str(model_repo),
-        "DEMIX_DEVICE": "cpu",
-        "DEMIX_DATA_DIR": str(root / "data"),
-        "DEMIX_CACHE_DIR": str(root / "cache"),
-        "DEMIX_DB_PATH": str(root / "unused.sqlite3"),
+    return child_env(
+        api.environment(),
+        REDIS_URL=redis_url,
+        DEMIX_MODEL_REPO=model_repo,
+        DEMIX_DEVICE="cpu",
+        DEMIX_DATA_DIR=root / "data",
+        DEMIX_CACHE_DIR=root / "cache",
+        DEMIX_DB_PATH=root / "unused.sqlite3",
         # Small budgets: arq hands a killed worker's job to another worker only when the
         # in-progress lease (its function timeout + 10 s) has run out.
-        "DEMIX_JOB_TIMEOUT_BASE_S": "20",
-        "DEMIX_JOB_TIMEOUT_PER_AUDIO_S": "1",
-        "DEMIX_MAX_DURATION_S": "4",
-        "DEMIX_RETRY_BACKOFF_S": "0.1",
-        "DEMIX_LOG_LEVEL": "DEBUG",
-    }
-
-
-def _start_worker(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "demix", "worker"],
-            env=env,
-            cwd=cwd,  # no stray .env file from the checkout
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        DEMIX_JOB_TIMEOUT_BASE_S=20,
+        DEMIX_JOB_TIMEOUT_PER_AUDIO_S=1,
+        DEMIX_MAX_DURATION_S=4,
+        DEMIX_RETRY_BACKOFF_S=0.1,
+        DEMIX_LOG_LEVEL="DEBUG",
+    )
 
 
 @pytest.mark.slow
 async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
     fake_bot_api: FakeBotApi,
-    settings: Settings,
     pool: ArqRedis,
     redis_url: str,
     model_repo: Path,
     song: Path,
     tmp_path: Path,
 ) -> None:
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     chat = submitted.job.chat_id
     # Slow edits keep the job open after the rating is sent: the kill lands before arq
     # records completion, so arq runs the job again on the next worker.
     fake_bot_api.set_latency("editMessageText", 0.5)
     env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
-    first = _start_worker(env, tmp_path, logs[0])
-    second: subprocess.Popen[bytes] | None = None
-    try:
 
-        async def ledger_has_rating() -> bool:
-            for key in await pool.keys("demix:delivery:*"):
-                if await pool.hexists(key, "rating"):  # type: ignore[misc]
-                    return True
-            return False
+    async def ledger_has_rating() -> bool:
+        for key in await pool.keys("demix:delivery:*"):
+            if await pool.hexists(key, "rating"):  # type: ignore[misc]
+                return True
+        return False
 
+    async def job_complete() -> bool:
+        return await Job(submitted.job_id, pool).status() == JobStatus.complete
+
+    with demix_process("worker", env=env, cwd=tmp_path, log=logs[0]) as first:
         await async_wait_until(
             ledger_has_rating,  # type: ignore[arg-type]
             timeout=120,
@@ -600,15 +532,11 @@ async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
         )
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-        assert len(fake_bot_api.audio_messages(chat)) == 2
-        assert await Job(submitted.job_id, pool).status() == JobStatus.in_progress
+    assert len(fake_bot_api.audio_messages(chat)) == 2
+    assert await Job(submitted.job_id, pool).status() == JobStatus.in_progress
 
-        fake_bot_api.set_latency("editMessageText", 0)
-        second = _start_worker(env, tmp_path, logs[1])
-
-        async def job_complete() -> bool:
-            return await Job(submitted.job_id, pool).status() == JobStatus.complete
-
+    fake_bot_api.set_latency("editMessageText", 0)
+    with demix_process("worker", env=env, cwd=tmp_path, log=logs[1]) as second:
         await async_wait_until(
             job_complete,  # type: ignore[arg-type]
             timeout=120,
@@ -618,11 +546,6 @@ async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
         assert info.success and info.job_try == 2
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0
-    finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
 
     names = [m.file_name for m in fake_bot_api.audio_messages(chat)]
     assert names == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
@@ -647,22 +570,15 @@ async def test_worker_shutdown_stops_the_separation_and_leaves_the_job_queued(
 ) -> None:
     caplog.set_level(logging.INFO, logger="worker.job")
     long_song = make_song(tmp_path / "long.mp3", seconds=30.0, seed=11)
-    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
-    worker = Worker(
-        **worker_settings(settings, separator=separator, handle_signals=False, poll_delay_s=0.05)
-    )
-    running = asyncio.create_task(worker.async_run())
-    try:
+    submitted = await submit(fake_bot_api, pool, long_song, ("vocals",))
 
-        def separating() -> bool:
-            return any(t and "Separating" in t for t in status_texts(fake_bot_api, submitted))
+    def separating() -> bool:
+        return any(t and "Separating" in t for t in status_texts(fake_bot_api, submitted))
 
+    async with running_worker(settings, separator):
         await async_wait_until(separating, timeout=60, what="separation to start")
-    finally:
         started = asyncio.get_running_loop().time()
-        await worker.close()  # what SIGTERM does: cancel running jobs, stop polling
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+    # Leaving the block closed the worker, as SIGTERM does: running jobs cancelled.
     stopped_in = asyncio.get_running_loop().time() - started
     assert "separation stopped at a chunk boundary" in caplog.text
     assert stopped_in < 15, stopped_in
@@ -673,8 +589,7 @@ async def test_worker_shutdown_stops_the_separation_and_leaves_the_job_queued(
 
 async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
     fake_bot_api: FakeBotApi,
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     tmp_path: Path,
@@ -684,15 +599,9 @@ async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
     # 2 s is ample to download and decode a minute of audio, and about a third of what
     # separating it takes here, so the deadline falls inside the separation on slower and
     # faster machines alike.
-    settings = make_settings(
-        **fake_bot_api.settings_overrides(),
-        redis_url=redis_url,
-        **FAST,
-        job_timeout_base_s=2.0,
-        job_timeout_per_audio_s=0.0,
-    )
+    settings = service_settings(job_timeout_base_s=2.0, job_timeout_per_audio_s=0.0)
     long_song = make_song(tmp_path / "long.mp3", seconds=60.0, seed=13)
-    submitted = await submit(fake_bot_api, settings, pool, long_song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, long_song, ("vocals",))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
     final = status_texts(fake_bot_api, submitted)[-1] or ""
@@ -704,19 +613,14 @@ async def test_a_job_over_its_duration_scaled_deadline_is_stopped(
 
 
 async def test_local_bot_api_server_lifts_the_download_limit(
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     song: Path,
 ) -> None:
-    with FakeBotApi(TEST_TOKEN, local_mode=True) as local_api:
-        settings = make_settings(
-            **local_api.settings_overrides(), **FAST, redis_url=redis_url, max_file_mb=200
-        )
-        submitted = await submit(
-            local_api, settings, pool, song, ("vocals",), declared_size=25 * MB
-        )
+    with FakeBotApi(local_mode=True) as local_api:
+        settings = service_settings(api=local_api, max_file_mb=200)
+        submitted = await submit(local_api, pool, song, ("vocals",), declared_size=25 * MB)
         worker = await run_worker_burst(settings, separator)
         assert worker.jobs_complete == 1
         audios = local_api.audio_messages(submitted.job.chat_id)
@@ -729,16 +633,13 @@ async def test_local_bot_api_server_lifts_the_download_limit(
 
 async def test_file_over_the_configured_limit_fails_naming_it(
     fake_bot_api: FakeBotApi,
-    make_settings: Callable[..., Settings],
-    redis_url: str,
+    service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
     song: Path,
 ) -> None:
-    settings = make_settings(
-        **fake_bot_api.settings_overrides(), **FAST, redis_url=redis_url, max_file_mb=1
-    )
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",), declared_size=3 * MB)
+    settings = service_settings(max_file_mb=1)
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",), declared_size=3 * MB)
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
     final = status_texts(fake_bot_api, submitted)[-1] or ""
@@ -763,13 +664,8 @@ def test_demix_worker_exits_with_a_clear_error(
         env["DEMIX_MODEL_REPO"] = str(tmp_path / "empty-models")
         expected = "models are not available"
     log = tmp_path / "worker.log"
-    process = _start_worker(env, tmp_path, log)
-    try:
+    with demix_process("worker", env=env, cwd=tmp_path, log=log) as process:
         assert process.wait(timeout=120) == 1
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
     text = log.read_text()
     assert expected in text, text
     assert "WRONG-token" not in text and fake_bot_api.token.split(":")[1] not in text
@@ -784,7 +680,7 @@ async def test_tracks_over_the_upload_limit_fail_without_retries(
 ) -> None:
     # What Telegram answers to an album over its 50 MB upload limit.
     fake_bot_api.fail_next("sendMediaGroup", status=413, description="Request Entity Too Large")
-    submitted = await submit(fake_bot_api, settings, pool, song, ("vocals",))
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     worker = await run_worker_burst(settings, separator)
     assert (worker.jobs_failed, worker.jobs_retried) == (1, 0)
     assert len(fake_bot_api.calls("sendMediaGroup")) == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from redis.asyncio import Redis
@@ -116,9 +116,14 @@ async def test_ledger_records_and_keeps_the_first_value(redis: Redis) -> None:
 
 def test_ledger_key_separates_enqueues_of_the_same_job_id() -> None:
     first = datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
-    again = first + timedelta(days=2)
-    assert ledger_key("sep:1:vocals", first) == ledger_key("sep:1:vocals", first)
-    assert ledger_key("sep:1:vocals", first) != ledger_key("sep:1:vocals", again)
+    key = ledger_key("sep:1:vocals", first)
+    assert key == "demix:delivery:sep:1:vocals:1767268800123"
+    # A re-run reads the enqueue time back from arq, maybe in another zone: the same ledger.
+    assert ledger_key("sep:1:vocals", first.astimezone(timezone(timedelta(hours=5)))) == key
+    # Enqueued again later, or another job: another ledger.
+    assert ledger_key("sep:1:vocals", first + timedelta(milliseconds=1)) != key
+    assert ledger_key("sep:1:vocals", first + timedelta(days=2)) != key
+    assert ledger_key("sep:2:vocals", first) != key
 
 
 def test_delivered_all_needs_every_album_or_track() -> None:

@@ -6,7 +6,7 @@ import itertools
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.support.fake_bot_api.calls import ApiCall, Handler
 from tests.support.fake_bot_api.chats import DEFAULT_LANGUAGE, Chats
@@ -17,6 +17,9 @@ from tests.support.fake_bot_api.messages import CallbackAnswer, ChatMessage
 from tests.support.fake_bot_api.server import HttpServer
 from tests.support.fake_bot_api.updates import UpdateQueue
 from tests.support.waiting import async_wait_until, wait_until
+
+if TYPE_CHECKING:
+    from telegram import Bot
 
 TEST_TOKEN = "123456:TEST-token-not-real"
 
@@ -116,6 +119,18 @@ class FakeBotApi:
             "TELEGRAM_FILE_BASE_URL": self.file_base_url,
             "TELEGRAM_LOCAL_MODE": "true" if self.local_mode else "false",
         }
+
+    def bot(self, token: str | None = None) -> Bot:
+        """A real ``telegram.Bot`` talking to this server, in its mode; ``token`` to try
+        another. Use it as ``async with api.bot() as bot:`` so it is shut down after."""
+        from telegram import Bot
+
+        return Bot(
+            token or self.token,
+            base_url=self.api_base_url,
+            base_file_url=self.file_base_url,
+            local_mode=self.local_mode,
+        )
 
     def start(self) -> FakeBotApi:
         """Serve on 127.0.0.1 in a background thread; returns once it accepts connections.

@@ -1,4 +1,4 @@
-"""MUSDB-format ``.stem.mp4`` files for the bench tests: synthetic ones, or cuts of real ones."""
+"""MUSDB-format ``.stem.mp4`` files for tests: synthetic ones, or cuts of real ones."""
 
 from __future__ import annotations
 
