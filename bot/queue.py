@@ -195,10 +195,6 @@ class QueueClient:
             raise QueueUnavailable(str(exc)) from exc
         return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
-    async def state(self, job_id: str) -> JobState:
-        """The state of one job; a finished job carries its outcome or failure."""
-        return (await self.snapshot([job_id])).states[job_id]
-
     async def forget(self, job_id: str) -> None:
         """Drop a finished job's stored result, so the same job id can be enqueued again."""
         redis = await self._redis()

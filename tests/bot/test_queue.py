@@ -80,6 +80,6 @@ async def test_unreachable_redis_raises_queue_unavailable() -> None:
         with pytest.raises(QueueUnavailable):
             await queue.enqueue(job(1))
         with pytest.raises(QueueUnavailable):
-            await queue.state("sep:1:vocals")
+            await queue.snapshot(["sep:1:vocals"])
     finally:
         await queue.close()
