@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -15,14 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from separation.errors import InvalidAudioError, SongTooLongError
-from separation.naming import track_file_name, track_title
+from separation.errors import ACCEPTED_FORMATS, InvalidAudioError, SongTooLongError
+from separation.naming import safe_tag, track_file_name, track_title
 
 logger = logging.getLogger(__name__)
 
 SAMPLERATE = 44100
 MP3_BITRATE = "320k"
 
+NO_AUDIO_MESSAGE = (
+    "This file holds no sound to separate: it is empty or far too short. "
+    f"Please send a song as {ACCEPTED_FORMATS}."
+)
 # A decoded length this much shorter than the container declares means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_RATIO = 0.9
@@ -80,9 +85,10 @@ class Audio:
 
 
 def _tag(tags: Mapping[str, str], name: str) -> str | None:
+    # Tags are whatever the file's author wrote: made safe here, before anyone shows them.
     for key, value in tags.items():
-        if key.lower() == name and value.strip():
-            return value.strip()
+        if key.lower() == name and (tag := safe_tag(value)):
+            return tag
     return None
 
 
@@ -173,8 +179,14 @@ def decode_audio(
 ) -> Audio:
     """Decode ``path`` to 44.1 kHz stereo float32.
 
-    Mono is duplicated to both channels; more than two channels are downmixed by ffmpeg.
-    The LAME gapless header of an mp3 is honoured, so the samples are those a player plays.
+    Mono is duplicated to both channels; more than two channels are downmixed by ffmpeg's
+    default matrix: for 5.1 and 7.1 (and 8 channels of unknown layout, taken as 7.1) the
+    front left and right pass at gain 1, centre and surrounds at 0.707, and the LFE channel
+    is left out, as the ITU-R BS.775 downmix does. Nothing is normalised or clipped:
+    samples are float32, so a loud downmix, or a float file above full scale, keeps its
+    values above 1.0. The LAME gapless header of an mp3 is honoured, so the samples are
+    those a player plays. Resampling to 44.1 kHz yields nothing for a file of a few dozen
+    samples at another rate (ffmpeg 5.1), which is then refused as holding no audio.
 
     Args:
         path: any file ffmpeg decodes (mp3, wav, flac, ogg/opus, m4a/aac, ...).
@@ -229,7 +241,13 @@ def decode_audio(
     raw = result.stdout
     frames = len(raw) // (4 * out_channels)
     if frames == 0:
-        raise InvalidAudioError(f"{path}: no audio samples")
+        if info.duration_s >= _TRUNCATION_TOLERANCE_S:
+            raise InvalidAudioError(
+                f"{path}: no audio samples decoded of {info.duration_s:.2f}s declared"
+            )
+        # Decodable but empty, or far too short to resample: "could not be read" would
+        # send the user looking for a codec problem that is not there.
+        raise InvalidAudioError(f"{path}: no audio samples", NO_AUDIO_MESSAGE)
     interleaved = np.frombuffer(raw, dtype=np.float32, count=frames * out_channels)
     del result
     if max_duration_s is not None and frames > max_duration_s * SAMPLERATE:
@@ -239,7 +257,9 @@ def decode_audio(
     if out_channels == 1:
         samples = np.repeat(interleaved[None, :], 2, axis=0)
     else:
-        samples = np.ascontiguousarray(interleaved.reshape(frames, 2).T)
+        # A copy even for one frame, whose transpose is already contiguous: a view would
+        # leave the samples read-only, over ffmpeg's output buffer.
+        samples = interleaved.reshape(frames, 2).T.copy()
     del raw, interleaved
     if not np.isfinite(samples).all():
         raise InvalidAudioError(f"{path}: decoded samples are not finite")
@@ -271,6 +291,11 @@ def encode_tracks(
     and DAWs) play exactly the track's samples, aligned with the input. Each file is written
     under a temporary name and renamed, so a reader never sees half a file.
 
+    Levels are left alone: LAME takes the float samples as they are, so peaks above full
+    scale (a hot float master, a loud downmix) stay above 1.0 in the mp3 for a float
+    decoder such as ffmpeg, and the tracks still sum to the mix; a player that converts to
+    16-bit clips them, the mix included.
+
     Args:
         tracks: track name to float32 array ``(2, n)`` at 44.1 kHz.
         out_dir: the folder to write; created if missing.
@@ -279,6 +304,10 @@ def encode_tracks(
 
     Returns:
         The written paths, in ``tracks`` order.
+
+    Raises:
+        OSError: the disk is full, over quota or read-only (the machine's fault).
+        RuntimeError: ffmpeg failed for another reason.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -294,6 +323,9 @@ def encode_tracks(
             pool.submit(_encode_one, samples, path, title, artist) for path, title, samples in jobs
         ]
         return [future.result() for future in futures]
+
+
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
 def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None) -> Path:
@@ -349,8 +381,97 @@ def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None)
             if status != 0:
                 errors.seek(0)
                 message = _last_line(errors.read())
+                for code in _STORAGE_ERRNOS:
+                    # A full or read-only disk is the machine's problem, not the song's:
+                    # raised as the OSError it is, so callers can tell the two apart.
+                    if os.strerror(code) in message:
+                        raise OSError(code, f"ffmpeg could not write {path.name}: {message}")
                 raise RuntimeError(f"ffmpeg could not encode {path.name}: {message}")
+        _fix_gapless_padding(tmp, samples.shape[1])
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# MPEG-1 Layer III, all ffmpeg writes at 44.1 kHz: kbit/s by bitrate index, Hz by rate index.
+_MPEG1_L3_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MPEG1_RATES = (44100, 48000, 32000)
+_MPEG1_FRAME_SAMPLES = 1152
+# The LAME tag's CRC covers the first 190 bytes of the Info frame and is stored right after.
+_LAME_CRC_AT = 190
+
+
+def _mpeg1_l3_frame_size(header: bytes | bytearray) -> int:
+    """The byte length of the MPEG-1 Layer III frame that ``header`` starts, 0 if it is none."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xFE != 0xFA:
+        return 0
+    bitrate, rate = header[2] >> 4, header[2] >> 2 & 3
+    if not 0 < bitrate < 15 or rate == 3:
+        return 0
+    return 144_000 * _MPEG1_L3_KBPS[bitrate] // _MPEG1_RATES[rate] + (header[2] >> 1 & 1)
+
+
+def _crc16(data: bytes | bytearray) -> int:
+    """CRC-16 with the reflected polynomial 0x8005 (LAME's tag CRC, ffmpeg's CRC_16_ANSI_LE)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def _fix_gapless_padding(path: Path, n: int) -> None:
+    """Set the end padding in the LAME tag of ffmpeg's mp3 at ``path`` so it plays ``n`` samples."""
+    # ffmpeg (5.1) takes the padding from the last packet alone. When LAME's flush ends with
+    # a frame of padding only (n % 1152 in 1..46), the padding of the frame before it is
+    # lost and decoders play up to 46 samples past the end. The padding is recomputed from
+    # what the file holds; a file laid out otherwise than expected is left as it is.
+    with path.open("r+b") as file:
+        id3 = file.read(10)
+        start = 0
+        if len(id3) == 10 and id3[:3] == b"ID3":
+            start = 10 + sum((b & 0x7F) << 7 * (3 - i) for i, b in enumerate(id3[6:10]))
+            start += 10 if id3[5] & 0x10 else 0  # a footer
+        file.seek(start)
+        frame = bytearray(file.read(_LAME_CRC_AT + 2))
+        size = _mpeg1_l3_frame_size(frame)
+        # Stereo (32 bytes of side information), no frame CRC: the layout ffmpeg writes.
+        tag = 4 + 32
+        if len(frame) < _LAME_CRC_AT + 2 or size < len(frame) or frame[1] & 1 == 0:
+            return
+        if frame[3] >> 6 == 3 or frame[tag : tag + 4] not in (b"Info", b"Xing"):
+            return
+        flags = int.from_bytes(frame[tag + 4 : tag + 8], "big")
+        lame = tag + 16 + (100 if flags & 4 else 0) + (4 if flags & 8 else 0)
+        stored_crc = int.from_bytes(frame[_LAME_CRC_AT:], "big")
+        if (
+            flags & 3 != 3
+            or lame + 34 != _LAME_CRC_AT
+            or _crc16(frame[:_LAME_CRC_AT]) != stored_crc
+        ):
+            return
+        frames = int.from_bytes(frame[tag + 8 : tag + 12], "big")
+        length = int.from_bytes(frame[tag + 12 : tag + 16], "big")
+        # The frame count is trusted only if the file holds exactly that many frames, and
+        # the byte count the tag declares.
+        if file.seek(0, os.SEEK_END) != start + length:
+            return
+        count, position = 0, start + size
+        while position < start + length:
+            file.seek(position)
+            if not (step := _mpeg1_l3_frame_size(file.read(4))):
+                return
+            count, position = count + 1, position + step
+        if count != frames or position != start + length:
+            return
+        fields = int.from_bytes(frame[lame + 21 : lame + 24], "big")
+        delay, padding = fields >> 12, fields & 0xFFF
+        wanted = frames * _MPEG1_FRAME_SAMPLES - delay - n
+        if wanted == padding or not 0 <= wanted < 1 << 12:
+            return
+        frame[lame + 21 : lame + 24] = ((delay << 12) | wanted).to_bytes(3, "big")
+        frame[_LAME_CRC_AT:] = _crc16(frame[:_LAME_CRC_AT]).to_bytes(2, "big")
+        file.seek(start)
+        file.write(frame)

@@ -18,6 +18,7 @@ from separation import (
     probe_audio,
 )
 from separation import audio as audio_module
+from separation.audio import NO_AUDIO_MESSAGE
 from tests.support.audio import decode, make_song, music_like, write_audio
 
 # Encoders may round the length to their frame size; gapless decoding keeps this small.
@@ -37,6 +38,10 @@ LENGTH_TOLERANCE = 0.03 * SAMPLERATE
         (".ogg", 48000, 2),
         (".m4a", 44100, 2),
         (".flac", 44100, 6),
+        (".wav", 192000, 2),
+        (".wav", 192000, 8),
+        (".flac", 48000, 8),
+        (".ogg", 48000, 1),
     ],
 )
 def test_decodes_any_rate_and_channel_count_to_44k1_stereo(
@@ -68,6 +73,76 @@ def test_stereo_channels_stay_apart(tmp_path: Path) -> None:
     samples = decode_audio(path).samples
     assert np.abs(samples[1]).max() == 0.0
     np.testing.assert_allclose(samples[0], left_only[0], atol=1e-4)
+
+
+# ffmpeg's 7.1 to stereo matrix (ITU-R BS.775): gains of one channel into (left, right).
+SEVEN_ONE_DOWNMIX = {
+    "FL": (1.0, 0.0),
+    "FR": (0.0, 1.0),
+    "FC": (0.7071, 0.7071),
+    "LFE": (0.0, 0.0),
+    "BL": (0.7071, 0.0),
+    "BR": (0.0, 0.7071),
+    "SL": (0.7071, 0.0),
+    "SR": (0.0, 0.7071),
+}
+
+
+@pytest.mark.parametrize("channel", list(SEVEN_ONE_DOWNMIX))
+def test_7_1_downmix_keeps_every_channel_but_the_lfe(tmp_path: Path, channel: str) -> None:
+    """A signal in one channel only arrives at these gains: surrounds fold into their side,
+    the centre into both, and the LFE is left out (a file with sound only there decodes
+    to silence)."""
+    tone = music_like(1.0, channels=1)[0]
+    surround = np.zeros((8, tone.size), np.float32)
+    surround[list(SEVEN_ONE_DOWNMIX).index(channel)] = tone
+    samples = decode_audio(write_audio(tmp_path / "7.1.wav", surround, 44100)).samples
+    gains = samples @ tone / np.dot(tone, tone)
+    np.testing.assert_allclose(gains, SEVEN_ONE_DOWNMIX[channel], atol=1e-3)
+
+
+def test_a_loud_downmix_is_not_normalised_or_clipped(tmp_path: Path) -> None:
+    tone = music_like(1.0, channels=1)[0]
+    samples = decode_audio(write_audio(tmp_path / "7.1.wav", np.tile(tone, (8, 1)), 44100)).samples
+    # 1 + 0.7071 * 3 per side: the 0.9 peak of each channel sums to 2.8, kept as float.
+    np.testing.assert_allclose(samples, np.tile(tone * 3.1213, (2, 1)), atol=1e-3)
+    assert np.abs(samples).max() > 2.8
+
+
+def test_float_wav_above_full_scale_decodes_unclipped(tmp_path: Path) -> None:
+    hot = music_like(1.0) * np.float32(2.0 / 0.9)  # peaks at +6 dBFS
+    path = write_audio(tmp_path / "hot.wav", hot, 44100, codec="pcm_f32le")
+    assert probe_audio(path).codec == "pcm_f32le"
+    np.testing.assert_array_equal(decode_audio(path).samples, hot)
+
+
+def test_24_bit_wav_decodes_to_its_resolution(tmp_path: Path) -> None:
+    original = music_like(1.0)
+    path = write_audio(tmp_path / "24.wav", original, 44100, codec="pcm_s24le")
+    assert probe_audio(path).codec == "pcm_s24le"
+    np.testing.assert_allclose(decode_audio(path).samples, original, rtol=0, atol=2**-23)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_a_one_sample_file_decodes_to_one_sample(tmp_path: Path, suffix: str) -> None:
+    one = np.array([[0.5], [-0.25]], np.float32)
+    samples = decode_audio(write_audio(tmp_path / f"one{suffix}", one, 44100)).samples
+    np.testing.assert_allclose(samples, one, atol=1 / 32768)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "samplerate", "channels"), [(".ogg", 48000, 1), (".wav", 8000, 2)]
+)
+def test_a_file_too_short_to_resample_holds_no_audio(
+    tmp_path: Path, suffix: str, samplerate: int, channels: int
+) -> None:
+    """ffmpeg's resampler emits nothing for a few dozen samples: a one-sample file at
+    another rate than 44.1 kHz is refused as holding no sound, not as unreadable."""
+    one = np.full((channels, 1), 0.5, np.float32)
+    path = write_audio(tmp_path / f"one{suffix}", one, samplerate)
+    with pytest.raises(InvalidAudioError) as refused:
+        decode_audio(path)
+    assert refused.value.user_message == NO_AUDIO_MESSAGE
 
 
 def test_wav_at_44k1_decodes_sample_exact(tmp_path: Path) -> None:
@@ -195,8 +270,10 @@ def test_bad_input_raises_invalid_audio_with_a_user_message(
 
 def test_zero_length_wav_is_invalid(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "nothing.wav", np.zeros((2, 0), np.float32), 44100)
-    with pytest.raises(InvalidAudioError):
+    with pytest.raises(InvalidAudioError) as refused:
         decode_audio(path)
+    assert refused.value.user_message == NO_AUDIO_MESSAGE
+    assert "mp3" in NO_AUDIO_MESSAGE
 
 
 def _lag(reference: np.ndarray, other: np.ndarray, max_lag: int = 3000) -> int:
@@ -217,20 +294,51 @@ def _tonal(n: int) -> np.ndarray:
     return np.stack([left, right]).astype(np.float32)
 
 
-def test_encoded_tracks_keep_length_and_alignment(tmp_path: Path) -> None:
-    # An odd length, not a multiple of the mp3 frame size (1152).
-    n = 88_211
-    tracks = {"vocals": music_like(2.0, seed=3)[:, :n], "no_vocals": _tonal(n)}
+# Lengths by their remainder r modulo the mp3 frame size (1152): left to itself, ffmpeg 5.1
+# writes a LAME tag whose padding is 47 - r short for r in 1..46; encode_tracks corrects it.
+@pytest.mark.parametrize("n", [88_211, 87_553, 87_598, 87_552], ids=["r659", "r1", "r46", "r0"])
+def test_encoded_tracks_keep_length_and_alignment(tmp_path: Path, n: int) -> None:
+    tracks = {"vocals": music_like(2.1, seed=3)[:, :n], "no_vocals": _tonal(n)}
     paths = encode_tracks(tracks, tmp_path, "Song", artist="Someone")
     assert [p.name for p in paths] == ["Song - vocals.mp3", "Song - no_vocals.mp3"]
     decoded = {track: decode(path) for track, path in zip(tracks, paths, strict=True)}
     for track, samples in tracks.items():
-        assert decoded[track].shape == samples.shape
+        assert decoded[track].shape == samples.shape == (2, n)
     # The noise bursts of the music-like track make the correlation peak unambiguous.
     assert _lag(tracks["vocals"][0], decoded["vocals"][0]) == 0
     # One sample of offset at 3 kHz would cap this near 17 dB.
     error = decoded["no_vocals"] - tracks["no_vocals"]
     snr_db = 10 * np.log10(np.sum(tracks["no_vocals"] ** 2) / np.sum(error**2))
+    assert snr_db > 40
+
+
+@pytest.mark.parametrize(
+    "n", [1, 2, 10, 46, 47, 48, 100, 600, 1151, 1152, 1153, 1198, 1199, 1200, 3466, 4052]
+)
+def test_an_mp3_plays_exactly_its_samples_at_their_place(tmp_path: Path, n: int) -> None:
+    """Any length, those with n % 1152 in 1..46 included, decodes to n samples, and a click
+    comes back at its sample (one near the start on the left, one near the end on the right)."""
+    clicks = (n // 3, n - 1 - n // 4)
+    track = np.zeros((2, n), np.float32)
+    track[0, clicks[0]] = track[1, clicks[1]] = 0.8
+    (path,) = encode_tracks({"vocals": track}, tmp_path, "Clicks")
+    decoded = decode(path)
+    assert decoded.shape == (2, n)
+    assert [int(np.argmax(channel)) for channel in decoded] == list(clicks)
+
+
+@pytest.mark.parametrize("gain", [1.0, 6.6], ids=["-10dBFS", "+6dBFS"])
+def test_mp3_keeps_peaks_above_full_scale(tmp_path: Path, gain: float) -> None:
+    """LAME is fed float and ffmpeg decodes mp3 to float: a track peaking at +6 dBFS comes
+    back peaking there, at the same coding error as a quiet one (nothing clips)."""
+    track = _tonal(SAMPLERATE) * np.float32(gain)
+    (path,) = encode_tracks({"vocals": track}, tmp_path, "Hot")
+    decoded = decode(path)
+    assert decoded.shape == track.shape
+    peak = float(np.abs(track).max())
+    assert float(np.abs(decoded).max()) == pytest.approx(peak, rel=0.01)
+    error = decoded - track
+    snr_db = 10 * np.log10(np.sum(track**2) / np.sum(error**2))
     assert snr_db > 40
 
 

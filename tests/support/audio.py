@@ -40,8 +40,10 @@ def write_audio(
     *,
     title: str | None = None,
     artist: str | None = None,
+    codec: str | None = None,
 ) -> Path:
-    """Encode ``samples`` (channels, n) to ``path``; the codec follows the file's suffix."""
+    """Encode ``samples`` (channels, n) to ``path``; the codec follows the file's suffix
+    unless ``codec`` names one (e.g. ``pcm_s24le`` or ``pcm_f32le`` for a .wav)."""
     channels = samples.shape[0]
     cmd = [
         "ffmpeg",
@@ -62,7 +64,7 @@ def write_audio(
         cmd += ["-metadata", f"title={title}"]
     if artist:
         cmd += ["-metadata", f"artist={artist}"]
-    cmd += CODEC_ARGS[path.suffix.lower()] + [str(path)]
+    cmd += (["-c:a", codec] if codec else CODEC_ARGS[path.suffix.lower()]) + [str(path)]
     subprocess.run(cmd, input=np.ascontiguousarray(samples.T).tobytes(), check=True)
     return path
 
