@@ -14,7 +14,7 @@ from telegram import Audio, Document, Message, Voice
 from telegram.warnings import PTBDeprecationWarning
 
 from common.telegram import MB, size_limit_mb
-from separation.naming import safe_song_name
+from separation.naming import safe_song_name, safe_tag, song_name_from_tags
 
 # Documents whose declared type is plainly not audio; anything else is left to the decoder.
 _NOT_AUDIO_MIME_PREFIXES = ("image/", "text/", "font/", "model/", "message/")
@@ -80,15 +80,17 @@ def _upload_of(message: Message) -> Upload | Refusal | None:
     if message.audio is not None:
         audio = message.audio
         # Telegram's title tag is the better name when a client sends no file name.
-        name = audio.file_name or (
-            f"{audio.performer} - {audio.title}" if audio.performer and audio.title else None
+        song_name = (
+            safe_song_name(audio.file_name)
+            if audio.file_name
+            else song_name_from_tags(audio.title, audio.performer)
         )
         return _upload(
             "audio",
             audio,
             duration_s=_seconds(audio.duration),
-            song_name=safe_song_name(name or audio.title),
-            artist=audio.performer,
+            song_name=song_name,
+            artist=safe_tag(audio.performer),
         )
     if message.voice is not None:
         voice = message.voice

@@ -35,10 +35,27 @@ def redact(text: str) -> str:
     return _TOKEN_RE.sub("<token>", _URL_TOKEN_RE.sub(r"\1<token>", text))
 
 
+# Characters that would let logged text (a user's file name, an error's message) forge or
+# hide log lines: a line break starts a fake record, a bare CR or ESC rewrites the terminal
+# line, bidi controls reorder what the operator reads. They are written as escapes.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\n":
+        return "\\n"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if not text or any(ch in text for ch in ' "=\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not text or any(ch in text for ch in ' "=') or _UNPRINTABLE.search(text):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + _UNPRINTABLE.sub(_escape, escaped) + '"'
     return text
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 
 from bot import texts
+from common import callback_data as cd
 from common import texts as shared_texts
 from common.settings import Settings
 from common.telegram import MB
-from tests.bot.conftest import answer_to, picker_for, running_bot
+from separation.naming import ELLIPSIS, MAX_SONG_NAME_CHARS, MAX_TAG_CHARS
+from tests.bot.conftest import answer_to, picker_for, press, running_bot
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
+from tests.support.waiting import async_wait_until
 
 USER = 401
 PDF = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n"
@@ -122,6 +125,51 @@ async def test_unsafe_file_names_are_sanitised(
         assert request is not None
         assert request.song_name == "evil name song"
         assert request.song_name in picker.content
+
+
+# Markup, escaped markup, an RTL override, controls and 300 characters of two scripts and
+# emoji, as one file name; and a performer tag of thousands of characters.
+HOSTILE_HTML_NAME = (
+    "../../<script>alert(1)<b>Tom &amp; Jerry's &lt;i&gt;mix&lt;i&gt; \u202eevil\u202c\x00"
+    "\r\n" + "Ω🎸" * 150 + ".mp3"
+)
+HOSTILE_PERFORMER = "<i>\u2066" + "Ж" * 5000 + "\x1b[0m"
+
+
+async def test_a_hostile_long_name_gets_a_picker_telegram_accepts(
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    async with running_bot(service_settings()) as bot:
+        sent = fake_bot_api.send_audio(
+            USER, song, HOSTILE_HTML_NAME, title="x", performer=HOSTILE_PERFORMER
+        )
+        picker = await picker_for(fake_bot_api, USER, sent)
+        request = await bot.services.db.get_request(1)
+        assert request is not None
+        name = request.song_name
+        assert name.startswith("script alert(1) b Tom &amp; Jerry's &lt;i&gt;mix&lt;i&gt; evil Ω🎸")
+        assert name.endswith(ELLIPSIS) and len(name) <= MAX_SONG_NAME_CHARS
+        assert not any(ch in name for ch in "/<>\u202e\u202c\x00\r\n")
+        # The user sees the name as stored, entities and all: it reached Telegram escaped.
+        assert picker.content.splitlines()[0] == f"🎵 {name}"
+        assert request.artist == "<i>" + "Ж" * (MAX_TAG_CHARS - 4) + ELLIPSIS
+
+        await press(fake_bot_api, USER, picker, cd.toggle(1, "vocals"))
+
+        def redrawn_picker() -> ChatMessage | None:
+            found = fake_bot_api.message(USER, picker.message_id)
+            return found if found is not None and found.history else None
+
+        redrawn = await async_wait_until(redrawn_picker, what="the picker redrawn")
+        assert redrawn is not None
+        assert redrawn.content.splitlines()[0] == f"🎵 {name}"
+        refused = [
+            call
+            for method in ("sendMessage", "editMessageText")
+            for call in fake_bot_api.calls(method)
+            if not call.ok
+        ]
+        assert refused == []
 
 
 async def test_bot_keeps_serving_after_bad_input(

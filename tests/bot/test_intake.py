@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
-from bot.intake import Refusal, Upload, refusal
+import pytest
+from telegram import Audio, Chat, Message
+
+from bot.intake import Refusal, Upload, refusal, upload_of
 from common.telegram import MB, size_limit_mb
 
 
@@ -81,3 +84,23 @@ def test_telegram_download_limit_applies_without_a_local_server() -> None:
 def test_duration_limit_boundaries() -> None:
     assert decide(upload(kind="audio", duration_s=900)) is None
     assert decide(upload(kind="audio", duration_s=901)) is Refusal.TOO_LONG
+
+
+@pytest.mark.parametrize(
+    ("file_name", "title", "performer", "song_name", "artist"),
+    [
+        # No file name: the tags name the song, and a tag's "/" is no directory.
+        (None, "Back in Black\u202e", "AC/DC\x1b[0m", "AC DC[0m - Back in Black", "AC/DC[0m"),
+        (None, "<b>Hits Vol.2</b>", None, "b Hits Vol.2 b", None),
+        (None, "x" * 5000, "y" * 5000, "y" * 99 + "…", "y" * 99 + "…"),
+        ("../<i>a</i>.mp3", "\u2066T", "\u2066P\n", "i", "P"),
+    ],
+)
+def test_names_and_performers_from_telegram_are_made_safe(
+    file_name: str | None, title: str, performer: str | None, song_name: str, artist: str | None
+) -> None:
+    audio = Audio("F", "U", 180, performer=performer, title=title, file_name=file_name)
+    message = Message(1, datetime.now(UTC), Chat(1, "private"), audio=audio)
+    found = upload_of(message)
+    assert isinstance(found, Upload)
+    assert (found.song_name, found.artist) == (song_name, artist)

@@ -80,6 +80,21 @@ def test_one_line_per_event_even_with_newlines_and_tracebacks() -> None:
     assert "RuntimeError: boom" in lines[1]
 
 
+def test_hostile_text_cannot_forge_or_hide_a_line() -> None:
+    lines = _run(
+        """
+        configure_logging("INFO", "bot")
+        name = "a\\rlevel=error msg=forged\\x1b[2K\\u202eevil\\u2028x\\x85y\\x00"
+        logging.getLogger("bot.app").info("song %s", name, extra={"song": name})
+        """
+    )
+    assert len(lines) == 1, lines
+    escaped = "a\\x0dlevel=error msg=forged\\x1b[2K\\u202eevil\\u2028x\\x85y\\x00"
+    assert f'msg="song {escaped}"' in lines[0]
+    assert f'song="{escaped}"' in lines[0]
+    assert not any(ch in lines[0] for ch in "\r\x1b\u202e\u2028\x85\x00")
+
+
 def test_token_never_appears() -> None:
     lines = _run(
         """

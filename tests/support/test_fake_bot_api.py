@@ -377,6 +377,64 @@ async def test_telegram_validation_errors(fake_bot_api: FakeBotApi) -> None:
             await bot.send_audio(USER, "not-a-file-id")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a < b",  # every "<" opens a tag for Telegram, unlike a browser
+        "I <3 it",
+        "<!-- note -->hi",
+        "x <b",
+        "<b>x</i>",
+        "</b>",
+        "<br>",
+    ],
+)
+async def test_html_telegram_refuses(fake_bot_api: FakeBotApi, text: str) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    async with fake_bot_api.bot() as bot:
+        with pytest.raises(BadRequest, match="Can't parse entities"):
+            await bot.send_message(USER, text, parse_mode="HTML")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("&copy; &foo; & &nbsp;", "&copy; &foo; & &nbsp;"),  # entities Telegram doesn't know
+        ("&amp &lt;b&gt; &quot;q&quot;", '& <b> "q"'),
+        ("&#60;&#x1F3B8;&#0;", "<🎸&#0;"),
+        ("a > b", "a > b"),
+        ("<b>x</b ><i>y</>", "xy"),
+    ],
+)
+async def test_html_is_shown_as_telegram_shows_it(
+    fake_bot_api: FakeBotApi, text: str, shown: str
+) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    async with fake_bot_api.bot() as bot:
+        assert (await bot.send_message(USER, text, parse_mode="HTML")).text == shown
+
+
+async def test_lengths_are_counted_in_utf16_units(fake_bot_api: FakeBotApi, tmp_path: Path) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    song = tmp_path / "a.mp3"
+    song.write_bytes(b"ID3" + b"\x00" * 64)
+    async with fake_bot_api.bot() as bot:
+        await bot.send_message(USER, "🎸" * 2048)  # 4096 units
+        with pytest.raises(BadRequest, match="Message is too long"):
+            await bot.send_message(USER, "🎸" * 2048 + "x")
+        await bot.send_audio(USER, song, caption="🎸" * 512)
+        with pytest.raises(BadRequest, match="Message caption is too long"):
+            await bot.send_audio(USER, song, caption="<b>" + "🎸" * 512 + "x</b>")
+
+
+async def test_uploaded_file_names_keep_semicolons(fake_bot_api: FakeBotApi) -> None:
+    fake_bot_api.send_text(USER, "hi")
+    name = "Tom &amp; Jerry &lt;live&gt;; ok.mp3"
+    async with fake_bot_api.bot() as bot:
+        sent = await bot.send_audio(USER, b"ID3" + b"\x00" * 64, filename=name)
+    assert sent.audio is not None and sent.audio.file_name == name
+
+
 def test_form_json_and_multipart_bodies_from_any_thread(fake_bot_api: FakeBotApi) -> None:
     fake_bot_api.send_text(USER, "hi")
     base = f"{fake_bot_api.api_base_url}{TEST_TOKEN}"

@@ -27,10 +27,11 @@ back, same port, same state).
 
 Fidelity notes: error descriptions are Telegram's own wording for the cases modelled here
 ("message is not modified", "message to edit not found", "file is too big", "chat not
-found", ...), and so are its limits (20 MB getFile, 50 MB upload, 4096-character texts,
-64-byte callback data). ``parse_mode="HTML"`` is parsed (unsupported or unbalanced tags are
-refused like Telegram does, and :attr:`ChatMessage.text` is the plain text a user sees); other
-parse modes are stored as sent. Audio, voice and video sent by a simulated user report the
+found", ...), and so are its limits (20 MB getFile, 50 MB upload, texts of 4096 and
+captions of 1024 UTF-16 units, 64-byte callback data). ``parse_mode="HTML"`` is parsed by
+Telegram's rules (a bare ``<``, an unsupported or unbalanced tag is refused; an unknown
+``&entity;`` is shown as typed; :attr:`ChatMessage.text` is the plain text a user sees);
+other parse modes are stored as sent. Audio, voice and video sent by a simulated user report the
 duration (and an audio's title/performer tags) that ffprobe reads, as Telegram clients do;
 files the bot uploads keep what the bot sent. Privacy mode is not modelled: the bot gets
 every group message.

@@ -359,7 +359,7 @@ class Chats:
         raw = call.params.get("caption")
         parse_mode = call.params.get("parse_mode")
         text, formatting = render(str(raw), parse_mode) if raw is not None else (None, ())
-        if text is not None and len(text) > CAPTION_LIMIT:
+        if text is not None and utf16_len(text) > CAPTION_LIMIT:
             raise ApiError(400, "Bad Request: message caption is too long")
         return self._apply_edit(
             call, message, text=text, raw=raw, parse_mode=parse_mode, formatting=formatting
@@ -428,7 +428,7 @@ class Chats:
         if raw is None:
             return
         text, formatting = render(str(raw), parse_mode)
-        if len(text) > CAPTION_LIMIT:
+        if utf16_len(text) > CAPTION_LIMIT:
             raise ApiError(400, "Bad Request: message caption is too long")
         message.caption, message.raw_text, message.parse_mode = text, str(raw), parse_mode
         message._format = formatting
@@ -483,6 +483,6 @@ def _text_param(call: MethodCall, *, too_long: str) -> tuple[str, Any, str, tupl
     text, formatting = render(raw, parse_mode)
     if not text.strip():
         raise ApiError(400, "Bad Request: message text is empty")
-    if len(text) > TEXT_LIMIT:
+    if utf16_len(text) > TEXT_LIMIT:
         raise ApiError(400, f"Bad Request: {too_long}")
     return raw, parse_mode, text, formatting

@@ -1,12 +1,15 @@
 """Message content as Telegram parses it: ``parse_mode="HTML"`` texts and inline keyboards.
 
 Both are checked the way Telegram checks them, because these are the refusals bots trip over
-(an unescaped ``<`` in a file name, callback data over 64 bytes).
+(an unescaped ``<`` in a file name, callback data over 64 bytes). The HTML rules follow the
+Bot API server's parser (tdlib's ``parse_html``), not a browser's: every ``<`` opens a tag,
+so ``a < b`` is refused; a ``&`` that starts no entity it knows (``&lt;``, ``&gt;``,
+``&amp;``, ``&quot;``, numeric references) is shown as typed, so ``&copy;`` stays ``&copy;``.
 """
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
+import re
 from typing import Any
 
 from tests.support.fake_bot_api.telegram import CALLBACK_DATA_LIMIT, ApiError, names, utf16_len
@@ -14,60 +17,112 @@ from tests.support.fake_bot_api.telegram import CALLBACK_DATA_LIMIT, ApiError, n
 _HTML_TAGS = names(
     "b strong i em u ins s strike del a code pre span tg-spoiler tg-emoji blockquote"
 )
+_NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+_ENTITY = re.compile(r"&(?:#x([0-9a-fA-F]*)|#([0-9]*)|([A-Za-z]*));?")
+_TAG_NAME = re.compile(r"[^\s>]*")
+# An attribute: a name, "=", and a quoted string or a bare token; a bare name (``expandable``).
+_ATTRIBUTE = re.compile(r"""\s*([^\s=>]+)(?:\s*=\s*("[^"]*"?|'[^']*'?|[^\s>]*))?""")
+_PARSE_ERROR = "Bad Request: can't parse entities: "
 
 
-class _TelegramHtml(HTMLParser):
-    """Telegram's HTML subset: plain text plus a format signature; bad markup is refused."""
+def _at(text: str, index: int) -> str:
+    """Telegram names the place of an HTML error by its UTF-8 byte offset."""
+    return f"at byte offset {len(text[:index].encode(errors='surrogatepass'))}"
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.stack: list[str] = []
-        self.events: list[tuple[Any, ...]] = []
 
-    def _offset(self) -> int:
-        return sum(utf16_len(part) for part in self.parts)
+def _entity(text: str, start: int) -> tuple[str, int] | None:
+    """The character a ``&`` at ``start`` stands for and where it ends, or ``None`` when
+    Telegram shows the ``&`` as typed."""
+    match = _ENTITY.match(text, start)
+    if match is None:
+        return None
+    hexadecimal, decimal, name = match.groups()
+    if name is not None:
+        char = _NAMED_ENTITIES.get(name)
+        return None if char is None else (char, match.end())
+    digits = hexadecimal if hexadecimal is not None else decimal
+    code = int(digits, 16 if hexadecimal is not None else 10) if digits else 0
+    if code == 0 or code >= 0x10FFFF or len(match.group(0).rstrip(";")) >= 10:
+        return None
+    return chr(code), match.end()
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in _HTML_TAGS:
-            raise ApiError(
-                400, f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}"'
-            )
-        self.stack.append(tag)
-        self.events.append(("start", tag, tuple(attrs), self._offset()))
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        raise ApiError(400, f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}"')
+def _parse_html(text: str) -> tuple[str, tuple[Any, ...]]:
+    """The shown text and the format events of ``text``, or the refusal Telegram answers."""
+    shown: list[str] = []
+    events: list[tuple[Any, ...]] = []
+    stack: list[str] = []
+    offset = 0  # UTF-16 units shown so far: Telegram's entity offsets
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "&" and (decoded := _entity(text, i)) is not None:
+            char, i = decoded
+        elif char != "<":
+            i += 1
+        elif text.startswith("</", i):
+            i = _end_tag(text, i, stack)
+            events.append(("end", stack.pop(), offset))
+            continue
+        else:
+            tag, attrs, i = _start_tag(text, i)
+            stack.append(tag)
+            events.append(("start", tag, attrs, offset))
+            continue
+        shown.append(char)
+        offset += utf16_len(char)
+    if stack:
+        raise ApiError(
+            400, f'{_PARSE_ERROR}Can\'t find end tag corresponding to start tag "{stack[-1]}"'
+        )
+    return "".join(shown), tuple(events)
 
-    def handle_endtag(self, tag: str) -> None:
-        if not self.stack or self.stack[-1] != tag:
-            expected = f"</{self.stack[-1]}>" if self.stack else "no end tag"
-            raise ApiError(
-                400,
-                f"Bad Request: can't parse entities: Unmatched end tag, expected "
-                f'"{expected}", found "</{tag}>"',
-            )
-        self.stack.pop()
-        self.events.append(("end", tag, self._offset()))
 
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
+def _start_tag(text: str, begin: int) -> tuple[str, tuple[tuple[str, str], ...], int]:
+    name_match = _TAG_NAME.match(text, begin + 1)
+    assert name_match is not None  # the pattern matches the empty string
+    if name_match.end() == len(text):
+        raise ApiError(400, f"{_PARSE_ERROR}Unclosed start tag {_at(text, begin)}")
+    tag = name_match.group(0).lower()
+    if tag not in _HTML_TAGS:
+        raise ApiError(400, f'{_PARSE_ERROR}Unsupported start tag "{tag}" {_at(text, begin)}')
+    attrs: list[tuple[str, str]] = []
+    i = name_match.end()
+    while (attribute := _ATTRIBUTE.match(text, i)) is not None and attribute.end() > i:
+        value = attribute.group(2) or ""
+        attrs.append((attribute.group(1).lower(), value.strip("\"'")))
+        i = attribute.end()
+    i += len(text[i:]) - len(text[i:].lstrip())
+    if not text.startswith(">", i):
+        raise ApiError(400, f"{_PARSE_ERROR}Unclosed start tag {_at(text, begin)}")
+    return tag, tuple(attrs), i + 1
+
+
+def _end_tag(text: str, begin: int, stack: list[str]) -> int:
+    """Check the end tag at ``begin`` against the open tag; return where it ends."""
+    if not stack:
+        raise ApiError(400, f"{_PARSE_ERROR}Unexpected end tag {_at(text, begin)}")
+    name_match = _TAG_NAME.match(text, begin + 2)
+    assert name_match is not None  # the pattern matches the empty string
+    i = name_match.end()
+    i += len(text[i:]) - len(text[i:].lstrip())
+    if not text.startswith(">", i):
+        raise ApiError(400, f"{_PARSE_ERROR}Unclosed end tag {_at(text, begin)}")
+    tag = name_match.group(0).lower()
+    if tag and tag != stack[-1]:
+        raise ApiError(
+            400,
+            f"{_PARSE_ERROR}Unmatched end tag {_at(text, begin)}, expected "
+            f'"</{stack[-1]}>", found "</{tag}>"',
+        )
+    return i + 1
 
 
 def render(text: str, parse_mode: str | None) -> tuple[str, tuple[Any, ...]]:
     """The text a user sees and a signature of its formatting (to detect no-op edits)."""
     if (parse_mode or "").upper() != "HTML":
         return text, (parse_mode, text) if parse_mode else ()
-    parser = _TelegramHtml()
-    parser.feed(text)
-    parser.close()
-    if parser.stack:
-        raise ApiError(
-            400,
-            "Bad Request: can't parse entities: Can't find end tag corresponding to start tag "
-            f'"{parser.stack[-1]}"',
-        )
-    return "".join(parser.parts), tuple(parser.events)
+    return _parse_html(text)
 
 
 def check_markup(markup: Any) -> dict[str, Any] | None:

@@ -12,7 +12,10 @@ MB = 1024 * 1024
 DOWNLOAD_LIMIT = 20 * MB  # getFile refuses bigger files unless the server runs in local mode
 UPLOAD_LIMIT = 50 * MB  # multipart uploads bigger than this are refused (413)
 LOCAL_UPLOAD_LIMIT = 2000 * MB
-TEXT_LIMIT = 4096  # characters of a message text
+# Texts and captions (after entity parsing), in UTF-16 code units. Telegram's docs say
+# "characters"; reports differ on whether an emoji outside the BMP counts once or twice, so
+# the fake takes the stricter reading: a text it accepts, Telegram accepts.
+TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64  # bytes
 CALLBACK_ANSWER_LIMIT = 200
