@@ -81,6 +81,7 @@ class FailureReason(StrEnum):
     UPLOAD_TOO_LARGE = "upload_too_large"
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"
+    STORAGE = "storage"  # the worker's disk is full or unwritable
 
     @property
     def retryable(self) -> bool:
@@ -88,7 +89,7 @@ class FailureReason(StrEnum):
 
         Every other reason (undecodable, too long, too big, ...) would fail the same way.
         """
-        return self in (FailureReason.UNAVAILABLE, FailureReason.TIMEOUT)
+        return self in (FailureReason.UNAVAILABLE, FailureReason.TIMEOUT, FailureReason.STORAGE)
 
 
 class JobFailed(Exception):

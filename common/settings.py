@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(5.0, ge=0)
     retry_backoff_max_s: float = Field(300.0, ge=0)
     progress_edit_interval_s: float = Field(3.0, ge=0)
+    # The worker's Bot API client: a read timeout leaves an upload unconfirmed, not resent.
+    telegram_read_timeout_s: float = Field(60.0, gt=0)
+    telegram_upload_timeout_s: float = Field(300.0, gt=0)
 
     # Logging
     log_level: str = "INFO"

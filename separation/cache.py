@@ -56,18 +56,24 @@ class SourceCache:
             return None
         except (OSError, ValueError, EOFError) as exc:
             logger.warning("dropping unreadable cache entry %s: %s", path.name, exc)
-            path.unlink(missing_ok=True)
+            self._drop(path)
             self.misses += 1
             return None
         if array.dtype != np.float32 or array.shape != shape or not np.isfinite(array).all():
             logger.warning("dropping cache entry %s: %s %s", path.name, array.dtype, array.shape)
-            path.unlink(missing_ok=True)
+            self._drop(path)
             self.misses += 1
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # recency for the LRU eviction
         self.hits += 1
         return array
+
+    @staticmethod
+    def _drop(path: Path) -> None:
+        # A cache that cannot even be cleaned (unwritable, not a folder) is only a cache.
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
     def put(self, key: str, array: np.ndarray) -> None:
         """Store ``array`` for ``key`` atomically, then evict down to the size cap."""
@@ -120,7 +126,7 @@ class SourceCache:
         if total <= self.max_bytes:
             return
         for _, size, path in sorted(stats):
-            path.unlink(missing_ok=True)
+            self._drop(path)
             total -= size
             logger.info("evicted cache entry %s (%d bytes)", path.name, size)
             if total <= self.max_bytes:

@@ -63,6 +63,17 @@ def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own to kill and start again, persisting as `demix up` runs it
+    (append-only file), so a restart keeps the queue."""
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_session: str) -> Iterator[str]:
     """The session's Redis, emptied after each test so tests do not see each other's jobs."""
     yield redis_session

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from telegram import Bot
 from telegram.error import InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
@@ -32,6 +39,49 @@ from worker.progress import EditThrottle
 logger = logging.getLogger(__name__)
 
 WORKER_HEALTH_CHECK_INTERVAL_S = 60
+# While Redis is unreachable: one warning at first, then one every this many failed tries.
+REDIS_OUTAGE_LOG_EVERY = 30
+
+T = TypeVar("T")
+
+
+class RedisOutageRetry(Retry):
+    """redis-py's own retry, without end and logged: while Redis restarts, every command
+    of the worker (arq's polling, a job's delivery ledger, its result) waits for it.
+
+    A job in flight therefore finishes and records what it delivered instead of dying
+    between an upload and its ledger entry, which would make its re-run deliver twice.
+    The job's deadline still applies: it cancels a command that waits too long.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ExponentialBackoff(cap=1.0, base=0.1), retries=-1)
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
+    ) -> T:
+        failures = 0
+
+        async def note(error: RedisError) -> None:
+            nonlocal failures
+            failures += 1
+            if failures % REDIS_OUTAGE_LOG_EVERY == 1:
+                logger.warning("Redis unreachable (%s); waiting for it (try %d)", error, failures)
+            outcome = fail(error)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+        return await super().call_with_retry(do, note)
+
+
+def worker_redis_settings(redis_url: str) -> RedisSettings:
+    """arq's connection settings for a worker: connection errors are waited out, not fatal."""
+    return dataclasses.replace(
+        RedisSettings.from_dsn(redis_url),
+        retry=RedisOutageRetry(),
+        # OSError: redis-py retries a refused connect only when told to.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+    )
 
 
 def make_bot(settings: Settings) -> Bot:
@@ -39,9 +89,9 @@ def make_bot(settings: Settings) -> Bot:
     request = HTTPXRequest(
         connection_pool_size=8,
         connect_timeout=10.0,
-        read_timeout=60.0,
+        read_timeout=settings.telegram_read_timeout_s,
         write_timeout=60.0,
-        media_write_timeout=300.0,
+        media_write_timeout=settings.telegram_upload_timeout_s,
     )
     return Bot(
         settings.require_token(),
@@ -112,7 +162,7 @@ def worker_settings(
                 keep_result=settings.job_keep_result_s,
             )
         ],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": worker_redis_settings(settings.redis_url),
         "on_startup": _startup(settings, separator),
         "on_shutdown": _shutdown,
         "max_jobs": settings.worker_max_jobs,

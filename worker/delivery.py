@@ -12,6 +12,10 @@ sends that item again. The same holds when an upload times out on our side altho
 Telegram received it. Telegram has no idempotency key for ``sendMediaGroup`` /
 ``sendAudio``, so this window can be made small (the write follows the send at once) but not
 closed; the user may then see one duplicate album, never a missing one.
+
+A send whose answer never comes (a read timeout: the request went out whole) is recorded
+as :data:`UNCONFIRMED` and not repeated. Telegram has usually acted on it; the final status
+then says that a track may be missing, rather than risk a second album.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from telegram import Bot, InputMediaAudio, ReplyParameters
 
 from common.jobs import SeparationJob
 from common.rating import RATING_PROMPT, rating_keyboard
-from separation.naming import track_title
+from separation.naming import safe_tag, track_title
+from worker.policy import is_unanswered
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ STARTED_AT = "started_at"
 AUDIO_SECONDS = "audio_seconds"
 RATING = "rating"
 DONE = "done"
+# The ledger value of a send that went out but was never answered.
+UNCONFIRMED = "unconfirmed"
 
 
 def ledger_key(job_id: str, enqueue_time: datetime) -> str:
@@ -126,39 +133,60 @@ async def deliver_tracks(
         if entry in sent:
             logger.info("already delivered, skipping %s", entry, extra=extra)
             continue
-        # Open file objects, not paths: with a local Bot API server PTB would otherwise
-        # send a file:// URI that only works when the server shares this machine's disk.
-        with ExitStack() as stack:
-            if len(chunk) >= ALBUM_MIN:
-                media = [
-                    InputMediaAudio(
-                        stack.enter_context(files[track].open("rb")),
-                        filename=files[track].name,
-                        title=track_title(job.song_name, track),
-                        performer=job.artist,
-                    )
-                    for track in chunk
-                ]
-                sent_messages = await bot.send_media_group(
-                    job.chat_id, media, reply_parameters=_reply_to(job)
-                )
-                message_ids = [message.message_id for message in sent_messages]
-            else:
-                track = chunk[0]
-                message = await bot.send_audio(
-                    job.chat_id,
-                    stack.enter_context(files[track].open("rb")),
-                    filename=files[track].name,
-                    title=track_title(job.song_name, track),
-                    performer=job.artist,
-                    reply_parameters=_reply_to(job),
-                )
-                message_ids = [message.message_id]
+        try:
+            message_ids = await _send_chunk(bot, job, chunk, files)
+        except Exception as exc:
+            if not is_unanswered(exc):
+                raise
+            logger.warning("no answer to the upload of %s: not sent again", entry, extra=extra)
+            await ledger.record(entry, UNCONFIRMED)
+            continue
         # Right after Telegram's answer: the window described in the module docstring.
         await ledger.record(entry, json.dumps(message_ids))
         messages += len(message_ids)
         logger.info("delivered %s", entry, extra={**extra, "messages": len(message_ids)})
     return messages
+
+
+async def _send_chunk(
+    bot: Bot, job: SeparationJob, chunk: Sequence[str], files: Mapping[str, Path]
+) -> list[int]:
+    """Send one album (2-10 tracks) or one lone track; return the new messages' ids."""
+    # Open file objects, not paths: with a local Bot API server PTB would otherwise send a
+    # file:// URI that only works when the server shares this machine's disk.
+    with ExitStack() as stack:
+        if len(chunk) >= ALBUM_MIN:
+            media = [
+                InputMediaAudio(
+                    stack.enter_context(files[track].open("rb")),
+                    filename=files[track].name,
+                    title=track_title(job.song_name, track),
+                    performer=safe_tag(job.artist),
+                )
+                for track in chunk
+            ]
+            sent_messages = await bot.send_media_group(
+                job.chat_id, media, reply_parameters=_reply_to(job)
+            )
+            return [message.message_id for message in sent_messages]
+        track = chunk[0]
+        message = await bot.send_audio(
+            job.chat_id,
+            stack.enter_context(files[track].open("rb")),
+            filename=files[track].name,
+            title=track_title(job.song_name, track),
+            performer=safe_tag(job.artist),
+            reply_parameters=_reply_to(job),
+        )
+        return [message.message_id]
+
+
+def unconfirmed(sent: Mapping[str, str]) -> bool:
+    """Whether any upload in the ledger ``sent`` went unanswered."""
+    return any(
+        value == UNCONFIRMED and field.startswith(("album:", "track:"))
+        for field, value in sent.items()
+    )
 
 
 async def send_rating(
@@ -171,9 +199,17 @@ async def send_rating(
     """Send the 👍 / 👎 message unless the ledger has it; return whether it was sent now."""
     if RATING in sent:
         return False
-    message = await bot.send_message(
-        job.chat_id, RATING_PROMPT, reply_markup=rating_keyboard(job.request_id)
-    )
+    extra = dict(log_extra or {})
+    try:
+        message = await bot.send_message(
+            job.chat_id, RATING_PROMPT, reply_markup=rating_keyboard(job.request_id)
+        )
+    except Exception as exc:
+        if not is_unanswered(exc):
+            raise
+        logger.warning("no answer to the rating message: not sent again", extra=extra)
+        await ledger.record(RATING, UNCONFIRMED)
+        return False
     await ledger.record(RATING, str(message.message_id))
-    logger.info("rating message sent", extra=dict(log_extra or {}))
+    logger.info("rating message sent", extra=extra)
     return True

@@ -52,8 +52,15 @@ from worker.delivery import (
     delivered_all,
     ledger_key,
     send_rating,
+    unconfirmed,
 )
-from worker.policy import is_too_large, is_transient, job_deadline_s, retry_delay_s
+from worker.policy import (
+    is_storage_error,
+    is_too_large,
+    is_transient,
+    job_deadline_s,
+    retry_delay_s,
+)
 from worker.progress import EditThrottle, ProgressFeed, StatusMessage, report_progress
 
 logger = logging.getLogger(__name__)
@@ -110,6 +117,11 @@ async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
         logger.info("chat unreachable: %s", exc.message, extra=extra)
         raise JobFailed(FailureReason.FORBIDDEN, texts.UNDELIVERABLE) from exc
     except Exception as exc:
+        if is_storage_error(exc):
+            # The operator must see this; the user is told to come back, not to change the song.
+            logger.error("job stopped, the worker cannot write its files: %s", exc, extra=extra)
+            await status.show(texts.job_failed(texts.STORAGE))
+            raise JobFailed(FailureReason.STORAGE, texts.STORAGE) from exc
         if not is_transient(exc):
             logger.exception("job crashed", extra=extra)
             await status.show(JOB_CRASHED)
@@ -141,7 +153,10 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     else:
         audio_seconds = await _produce_and_deliver(run, sent, timings)
     await send_rating(run.state.bot, ledger, job, sent, extra)
-    done_text = await ledger.record_once(DONE, texts.done(time.time() - started_at, len(tracks)))
+    done = texts.done(
+        time.time() - started_at, len(tracks), unconfirmed=unconfirmed(await ledger.load())
+    )
+    done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
     timings["total_s"] = round(time.monotonic() - started, 3)
     logger.info("job done", extra={**extra, **timings})

@@ -4,15 +4,22 @@
   the status; arq does not retry it);
 - transient Telegram and Redis errors raise arq's ``Retry`` with capped exponential backoff,
   until the last try, which fails with a "try again later" message;
+- a full or unwritable disk fails the job with a message and no retry (the user may press
+  Separate again later): retrying at once would fill the disk again;
+- an upload whose answer never came (read timeout) counts as sent but unconfirmed, never
+  sent again: Telegram may well have it, and a second album is worse than a note;
 - a per-job deadline scaled to the song's duration stops runaway jobs (arq's own timeout is
   one number per function, so it is set to the longest song's deadline plus a margin).
 """
 
 from __future__ import annotations
 
+import errno
+
+import httpx
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 
 from common.settings import Settings
 
@@ -49,3 +56,23 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_too_large(exc: NetworkError) -> bool:
     return "(413)" in exc.message or "entity too large" in exc.message.lower()
+
+
+# Disk full, over quota, read-only, not permitted, not a folder: the machine, not the song.
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """The worker could not write its files: a full, read-only or misconfigured disk."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def is_unanswered(exc: BaseException) -> bool:
+    """A request sent whole whose answer never came: Telegram may have acted on it.
+
+    Connect, write and pool timeouts mean the request did not get through; a read timeout
+    means it did and only the answer is missing.
+    """
+    return isinstance(exc, TimedOut) and isinstance(exc.__cause__, httpx.ReadTimeout)

@@ -17,6 +17,13 @@ UNAVAILABLE = (
 )
 FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
 UNDELIVERABLE = "the tracks could not be sent to this chat."
+STORAGE = (
+    "the server could not store your song just now. Please try again in a few minutes: "
+    "press Separate again."
+)
+UNCONFIRMED = (
+    "⚠️ Telegram did not confirm that every track arrived. If one is missing, send the song again."
+)
 TRACKS_TOO_BIG = (
     f"the tracks are over Telegram's {TELEGRAM_UPLOAD_LIMIT_MB} MB upload limit for bots. "
     "Please send a shorter song."
@@ -33,9 +40,11 @@ def separating(fraction: float) -> str:
     return f"🎛 Separating… {int(max(0.0, min(1.0, fraction)) * 100)}%"
 
 
-def done(seconds: float, tracks: int) -> str:
-    """The final status: done, with the time it took."""
-    return f"✅ Done in {duration_text(seconds)}: {tracks} tracks sent."
+def done(seconds: float, tracks: int, *, unconfirmed: bool = False) -> str:
+    """The final status: done, with the time it took (and a note if an upload went
+    unanswered)."""
+    text = f"✅ Done in {duration_text(seconds)}: {tracks} tracks sent."
+    return f"{text}\n{UNCONFIRMED}" if unconfirmed else text
 
 
 def telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB) -> str:

@@ -23,7 +23,7 @@ from separation import EnsembleSeparator
 from tests.bot.conftest import answer_to, current, picker_for, press, running_bot
 from tests.support.audio import decode, make_song
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
-from tests.support.redis_server import redis_client
+from tests.support.redis_server import RedisServer, redis_client
 from tests.support.waiting import async_wait_until
 from tests.support.workers import running_worker
 
@@ -420,3 +420,48 @@ async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
             timeout=10,
             what="both workers' getFile calls",
         )
+
+
+async def test_redis_killed_and_restarted_mid_job_the_song_arrives_and_is_recorded(
+    service_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    separator: EnsembleSeparator,
+    restartable_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    settings = service_settings(redis_url=restartable_redis.url)
+    job_id = separation_job_id(1, ["vocals"])
+    # Long enough to kill Redis while it separates.
+    long_song = make_song(tmp_path / "Test Song.mp3", seconds=20.0, seed=51)
+    async with running_bot(settings) as bot, running_worker(settings, separator):
+        sent = fake_bot_api.send_audio(USER, long_song)
+        await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
+        await async_wait_until(
+            lambda: any(
+                "Separating" in str(call.params.get("text"))
+                for call in fake_bot_api.calls("editMessageText")
+            ),
+            timeout=JOB_TIMEOUT_S,
+            what="the separation to start",
+        )
+        restartable_redis.kill()
+        # Meanwhile another user presses Separate: told to try again, nothing lost.
+        other_song = fake_bot_api.send_audio(OTHER, long_song)
+        picker = await picker_for(fake_bot_api, OTHER, other_song)
+        await press(fake_bot_api, OTHER, picker, picker.button("bass").callback_data or "")
+        refused = await press(
+            fake_bot_api, OTHER, picker, picker.button("Separate").callback_data or ""
+        )
+        assert refused.show_alert and refused.text == texts.QUEUE_DOWN
+        restartable_redis.start()
+        job = await async_wait_until(
+            lambda: _finished(bot.services.db.get_job(job_id)), timeout=JOB_TIMEOUT_S
+        )
+        assert job.status == "done"
+        again = await press(
+            fake_bot_api, OTHER, picker, picker.button("Separate").callback_data or ""
+        )
+        assert not again.show_alert, again.text
+    tracks = fake_bot_api.audio_messages(USER)
+    assert [t.file_name for t in tracks] == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
+    assert len([m for m in fake_bot_api.chat_messages(USER) if RATING_PROMPT in m.content]) == 1

@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 # The variables Settings reads: none may leak from the shell running the tests.
@@ -46,16 +46,17 @@ def run_demix(
 
 @contextlib.contextmanager
 def demix_process(
-    *args: str, env: Mapping[str, str], cwd: Path, log: Path
+    *args: str, env: Mapping[str, str], cwd: Path, log: Path, wrapper: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m demix ARGS`` running while the block runs, its stdout and stderr in ``log``.
 
     It gets a session of its own (as under a service manager, and so a terminal's signals
     do not reach it); if it still runs when the block ends it is killed and reaped.
+    ``wrapper`` is a command line that runs it (``unshare ...``), its arguments appended.
     """
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [*DEMIX, *args],
+            [*wrapper, *DEMIX, *args],
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,

@@ -34,13 +34,23 @@ def answers(port: int, reply: bytes = b"+PONG") -> bool:
 class RedisServer:
     """Start with :meth:`start`, stop with :meth:`stop`; :attr:`url` points at db 0.
 
-    With ``password`` it refuses clients that do not give it (``requirepass``).
+    With ``password`` it refuses clients that do not give it (``requirepass``). With
+    ``appendonly`` it persists as ``demix up`` runs it (AOF, fsync every second), so
+    :meth:`kill` then :meth:`start` is a crash and a restart that keeps the data.
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        *,
+        appendonly: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.password = password
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +72,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(self.workdir),
                 *(("--requirepass", self.password) if self.password else ()),
@@ -73,6 +85,13 @@ class RedisServer:
         reply = b"-NOAUTH" if self.password else b"+PONG"
         wait_until(lambda: answers(self.port, reply), timeout=10, what="redis-server to answer")
         return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown save."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

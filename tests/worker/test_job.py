@@ -9,135 +9,35 @@ import logging
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
-from arq.jobs import Job, JobResult, JobStatus
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
 
-from common.jobs import (
-    SEPARATE_JOB,
-    FailureReason,
-    JobFailed,
-    JobOutcome,
-    SeparationJob,
-    separation_job_id,
-)
+from common.jobs import FailureReason, JobFailed, JobOutcome
 from common.settings import Settings
-from separation import EnsembleSeparator, probe_audio
+from separation import EnsembleSeparator, decode_audio, probe_audio
 from tests.support.audio import decode, make_song
-from tests.support.fake_bot_api import MB, NOT_MODIFIED, ApiCall, ChatMessage, FakeBotApi
-from tests.support.processes import child_env, demix_process
-from tests.support.separators import make_separator
+from tests.support.fake_bot_api import MB, NOT_MODIFIED, FakeBotApi
+from tests.support.processes import demix_process
 from tests.support.waiting import async_wait_until
 from tests.support.workers import run_worker_burst, running_worker
+from tests.worker.conftest import (
+    assert_sums_to_mix,
+    rating_messages,
+    result_of,
+    status_edits,
+    status_texts,
+    submit,
+    worker_env,
+)
 from worker import texts
 from worker.app import worker_settings
 from worker.delivery import ledger_key
 from worker.job import STATE_KEY, separate_job
 from worker.progress import EditThrottle, StatusMessage
-
-USER = 501
-_request_ids = itertools.count(1000)
-
-
-@pytest.fixture(scope="module")
-def separator(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> EnsembleSeparator:
-    """This module's separator has a source cache, as a worker process's does: the tiny
-    models load once, and a retried job finds what an earlier try separated."""
-    return make_separator(model_repo, cache_dir=tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture
-def settings(service_settings: Callable[..., Settings]) -> Settings:
-    return service_settings()
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
-    redis = await create_pool(RedisSettings.from_dsn(redis_url))
-    yield redis
-    await redis.aclose()
-
-
-@dataclass
-class Submitted:
-    job: SeparationJob
-    job_id: str
-    song_message: ChatMessage
-
-
-async def submit(
-    api: FakeBotApi,
-    pool: ArqRedis,
-    song: Path | bytes,
-    stems: tuple[str, ...],
-    *,
-    user_id: int = USER,
-    send_as: str = "audio",
-    song_name: str = "Test Song",
-    declared_size: int | None = None,
-) -> Submitted:
-    """Do what the bot does before a job: the user's song, a status message, the enqueue."""
-    if send_as == "audio":
-        message = api.send_audio(user_id, song, declared_size=declared_size)
-    else:
-        message = api.send_document(user_id, song, file_name="song.mp3")
-    assert message.file is not None
-    async with api.bot() as bot:
-        status = await bot.send_message(message.chat_id, "⏳ Queued: you're next.")
-    job = SeparationJob(
-        request_id=next(_request_ids),
-        chat_id=message.chat_id,
-        user_id=user_id,
-        file_id=message.file.file_id,
-        song_name=song_name,
-        stems=stems,
-        status_message_id=status.message_id,
-        reply_to_message_id=message.message_id,
-        file_size=message.file.size,
-        artist="Test Artist",
-    )
-    job_id = separation_job_id(job.request_id, stems)
-    assert await pool.enqueue_job(SEPARATE_JOB, _job_id=job_id, **job.to_kwargs())
-    return Submitted(job, job_id, message)
-
-
-async def result_of(pool: ArqRedis, job_id: str) -> JobResult:
-    return await Job(job_id, pool).result_info()  # type: ignore[return-value]
-
-
-def status_texts(api: FakeBotApi, submitted: Submitted) -> list[str | None]:
-    message = api.message(submitted.job.chat_id, submitted.job.status_message_id)
-    assert message is not None
-    return message.texts
-
-
-def rating_messages(api: FakeBotApi, chat_id: int) -> list[ChatMessage]:
-    return [m for m in api.chat_messages(chat_id) if any("👍" in b.text for b in m.buttons)]
-
-
-def status_edits(api: FakeBotApi, submitted: Submitted) -> list[ApiCall]:
-    return [
-        call
-        for call in api.calls("editMessageText")
-        if call.params.get("message_id") == submitted.job.status_message_id and call.ok
-    ]
-
-
-def assert_sums_to_mix(mix: np.ndarray, stems: list[np.ndarray]) -> None:
-    """The decoded stems add up to the decoded input, within mp3 coding noise."""
-    n = mix.shape[1]
-    for stem in stems:
-        assert stem.shape == mix.shape, "every track has the input's length, sample-aligned"
-    total = np.sum(stems, axis=0)[:, :n]
-    error = total - mix
-    snr_db = 10 * np.log10(np.sum(mix**2) / max(np.sum(error**2), 1e-20))
-    assert snr_db > 20, f"stems sum back to the mix at only {snr_db:.1f} dB SNR"
 
 
 async def test_job_delivers_an_album_then_rating_then_done(
@@ -206,6 +106,36 @@ async def test_vocals_alone_gives_vocals_and_no_vocals_as_one_album(
     assert [m.file_name for m in audios] == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
     assert len(fake_bot_api.calls("sendMediaGroup")) == 1
     assert not fake_bot_api.calls("sendAudio")
+
+
+async def test_an_opus_voice_message_gives_tracks_of_its_length_in_44k1_stereo(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    tmp_path: Path,
+) -> None:
+    # As Telegram records voice notes: Opus in Ogg, 48 kHz mono.
+    voice = make_song(tmp_path / "voice.ogg", seconds=1.5, samplerate=48000, channels=1)
+    submitted = await submit(
+        fake_bot_api, pool, voice, ("vocals",), send_as="voice", song_name="voice message"
+    )
+    worker = await run_worker_burst(settings, separator)
+    assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
+    audios = fake_bot_api.audio_messages(submitted.job.chat_id)
+    names = [m.file_name for m in audios]
+    assert names == ["voice message - vocals.mp3", "voice message - no_vocals.mp3"]
+    decoded = []
+    for message in audios:
+        assert message.data is not None
+        path = tmp_path / (message.file_name or "track.mp3")
+        path.write_bytes(message.data)
+        info = probe_audio(path)
+        assert (info.samplerate, info.channels) == (44100, 2)
+        decoded.append(decode(path))
+    mix = decode_audio(voice).samples
+    assert mix.shape == (2, round(1.5 * 44100))
+    assert_sums_to_mix(mix, decoded)
 
 
 async def test_undecodable_file_fails_once_with_the_formats(
@@ -479,25 +409,6 @@ async def test_a_rerun_of_a_finished_job_delivers_nothing_new(
     assert b"album:guitar" in ledger and b"rating" in ledger and b"done" in ledger
 
 
-def _worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) -> dict[str, str]:
-    return child_env(
-        api.environment(),
-        REDIS_URL=redis_url,
-        DEMIX_MODEL_REPO=model_repo,
-        DEMIX_DEVICE="cpu",
-        DEMIX_DATA_DIR=root / "data",
-        DEMIX_CACHE_DIR=root / "cache",
-        DEMIX_DB_PATH=root / "unused.sqlite3",
-        # Small budgets: arq hands a killed worker's job to another worker only when the
-        # in-progress lease (its function timeout + 10 s) has run out.
-        DEMIX_JOB_TIMEOUT_BASE_S=20,
-        DEMIX_JOB_TIMEOUT_PER_AUDIO_S=1,
-        DEMIX_MAX_DURATION_S=4,
-        DEMIX_RETRY_BACKOFF_S=0.1,
-        DEMIX_LOG_LEVEL="DEBUG",
-    )
-
-
 @pytest.mark.slow
 async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
     fake_bot_api: FakeBotApi,
@@ -512,7 +423,7 @@ async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
     # Slow edits keep the job open after the rating is sent: the kill lands before arq
     # records completion, so arq runs the job again on the next worker.
     fake_bot_api.set_latency("editMessageText", 0.5)
-    env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    env = worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
 
     async def ledger_has_rating() -> bool:
@@ -655,7 +566,7 @@ def test_demix_worker_exits_with_a_clear_error(
     model_repo: Path,
     tmp_path: Path,
 ) -> None:
-    env = _worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    env = worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
     if problem == "rejected token":
         env["TELEGRAM_BOT_TOKEN"] = "999999:WRONG-token-for-this-test"
         expected = "TELEGRAM_BOT_TOKEN was rejected"

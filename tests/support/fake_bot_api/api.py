@@ -529,6 +529,32 @@ class FakeBotApi:
             when=when,
         )
 
+    def stall_next(
+        self,
+        method: str,
+        seconds: float,
+        *,
+        applied: bool = True,
+        times: int = 1,
+        when: ParamsFilter | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` (or ``"download"``) ``seconds`` late.
+
+        A client whose read timeout is shorter sees a timeout. With ``applied=True`` (the
+        default) the call still takes effect, as when Telegram acted on a request whose
+        answer never reached the bot; with ``applied=False`` it is dropped (a 504 answers it).
+        """
+        self._faults.fail_next(
+            method,
+            status=504,
+            description="Gateway Timeout",
+            retry_after=None,
+            times=times,
+            applied=applied,
+            when=when,
+            stall_s=seconds,
+        )
+
     def set_latency(self, method: str, seconds: float) -> None:
         """Delay every answer to ``method`` by ``seconds`` (0 removes the delay)."""
         self._faults.set_latency(self._server.method_name(method), seconds)

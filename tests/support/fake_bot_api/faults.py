@@ -22,6 +22,8 @@ class Fault:
     remaining: int
     applied: bool  # the call takes effect; only its answer is lost
     when: ParamsFilter | None
+    # A stall answers this late (a client's read timeout fires first); status is then unused.
+    stall_s: float = 0.0
 
 
 class Faults:
@@ -42,6 +44,7 @@ class Faults:
         times: int,
         applied: bool,
         when: ParamsFilter | None,
+        stall_s: float = 0.0,
     ) -> None:
         if status == 429 and retry_after is None:
             retry_after = 1
@@ -55,6 +58,7 @@ class Faults:
                     remaining=times,
                     applied=applied,
                     when=when,
+                    stall_s=stall_s,
                 )
             )
 

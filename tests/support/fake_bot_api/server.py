@@ -11,6 +11,7 @@ import asyncio
 import copy
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -190,6 +191,11 @@ class HttpServer:
         if delay:
             await asyncio.sleep(delay)
         fault = self._faults.take(method, params)
+        if fault is not None and fault.stall_s:
+            await asyncio.sleep(fault.stall_s)
+            if not fault.applied:
+                return self._fail(call, fault)
+            fault = None  # a late success: the call takes effect, the client has given up
         if fault is not None and not fault.applied:
             return self._fail(call, fault)
         try:
@@ -221,6 +227,9 @@ class HttpServer:
             return _error_response(ApiError(401, "Unauthorized"))
         path = unquote(request.match_info["path"])
         fault = self._faults.take("download", {"file_path": path})
+        if fault is not None and fault.stall_s:
+            await asyncio.sleep(fault.stall_s)
+            fault = None
         if fault is not None:
             return _error_response(_fault_error(fault))
         stored = self._files.download(path)
@@ -260,6 +269,27 @@ def _fault_error(fault: Fault) -> ApiError:
     return ApiError(fault.status, fault.description, fault.retry_after)
 
 
+# A quoted parameter: ``name="value"``, with backslash escapes.
+_DISPOSITION_PARAM = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _disposition(part: BodyPartReader) -> tuple[str | None, str | None]:
+    """A multipart part's field name and file name.
+
+    aiohttp reads no parameter at all from a header whose quoted file name holds two ``;``
+    (``Tom &amp; Jerry &lt;live&gt;.mp3``); Telegram reads it, so then the fake reads the
+    header itself.
+    """
+    if part.name is not None:
+        return part.name, part.filename
+    header = part.headers.get("Content-Disposition", "")
+    params = {
+        key.lower(): re.sub(r"\\(.)", r"\1", value)
+        for key, value in _DISPOSITION_PARAM.findall(header)
+    }
+    return params.get("name"), params.get("filename")
+
+
 async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, UploadedPart]]:
     """A request's decoded parameters (query, form, multipart or JSON) and its file parts."""
     raw: dict[str, Any] = dict(request.query)
@@ -277,15 +307,16 @@ async def _read_params(request: web.Request) -> tuple[dict[str, Any], dict[str, 
         elif content_type == "multipart/form-data":
             reader = await request.multipart()
             async for part in reader:
-                if not isinstance(part, BodyPartReader) or part.name is None:
+                if not isinstance(part, BodyPartReader):
                     continue
-                if part.filename is not None:
+                name, filename = _disposition(part)
+                if name is None:
+                    continue
+                if filename is not None:
                     data = bytes(await part.read(decode=True))
-                    files[part.name] = UploadedPart(
-                        part.filename, part.headers.get("Content-Type"), data
-                    )
+                    files[name] = UploadedPart(filename, part.headers.get("Content-Type"), data)
                 else:
-                    raw[part.name] = await part.text()
+                    raw[name] = await part.text()
         elif content_type == "application/x-www-form-urlencoded":
             raw.update(await request.post())
     params = {name: _decode_param(name, value) for name, value in raw.items()}
