@@ -3,7 +3,8 @@
 It runs in two steps around the one thing only the handler can do, posting the status
 message (whose id the job needs): :func:`plan_separation` decides whether the pick may
 start and at which queue position, :func:`enqueue_separation` queues it under its
-deterministic job id and records it. Each step answers with a typed result.
+deterministic job id, reads its position again and records it. Each step answers with a
+typed result.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ class PlannedJob:
     job_id: str
     stems: tuple[str, ...]
     position: int
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A job now in the queue: its position there (``None`` once a worker has taken it)."""
+
+    position: int | None
 
 
 async def plan_separation(
@@ -81,8 +89,8 @@ async def enqueue_separation(
     request: Request,
     planned: PlannedJob,
     status_message_id: int,
-) -> NotStarted | None:
-    """Queue ``planned`` with its status message and record it; ``None`` when queued."""
+) -> Queued | NotStarted:
+    """Queue ``planned`` with its status message and record it with its position now."""
     # Who the job is for: the same in the queue's payload and in the database's record.
     owner = {"request_id": request.id, "chat_id": request.chat_id, "user_id": request.user_id}
     job = SeparationJob(
@@ -104,15 +112,26 @@ async def enqueue_separation(
     if not enqueued:
         # Another press won the race; its status message is the one to watch.
         return NotStarted.ALREADY_QUEUED
+    position = await _position_now(queue, planned)
     await db.add_job(
         job_id=planned.job_id,
         **owner,
         stems=planned.stems,
         status_message_id=status_message_id,
-        queue_position=planned.position,
+        queue_position=position,
     )
     logger.info(
-        "job queued",
-        extra={**extra, "stems": ",".join(planned.stems), "position": planned.position},
+        "job queued", extra={**extra, "stems": ",".join(planned.stems), "position": position}
     )
-    return None
+    return Queued(position)
+
+
+async def _position_now(queue: QueueClient, planned: PlannedJob) -> int | None:
+    """The job's place in the queue, read after enqueueing it: while its status message was
+    being sent, workers may have taken jobs that the plan still counted as waiting ahead."""
+    try:
+        state = (await queue.snapshot([planned.job_id])).states[planned.job_id]
+    except QueueUnavailable:
+        # It is queued; the watcher corrects the position once Redis answers again.
+        return planned.position
+    return state.position if state.state == "queued" else None

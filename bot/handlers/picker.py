@@ -7,7 +7,13 @@ from telegram import CallbackQuery, ReplyParameters, Update
 from bot import texts
 from bot.handlers.context import Context, pressed_request, services_of
 from bot.keyboards import picker_keyboard
-from bot.separations import NotStarted, PlannedJob, enqueue_separation, plan_separation
+from bot.separations import (
+    NotStarted,
+    PlannedJob,
+    Queued,
+    enqueue_separation,
+    plan_separation,
+)
 from common.callback_data import Action
 from common.telegram import edit_message
 from separation.tracks import SOURCES
@@ -66,17 +72,22 @@ async def _post_and_enqueue(
         texts.queued(planned.position),
         reply_parameters=ReplyParameters(request.message_id, allow_sending_without_reply=True),
     )
-    refused = await enqueue_separation(
+    outcome = await enqueue_separation(
         services.db, services.queue, request, planned, status.message_id
     )
-    if refused is NotStarted.ALREADY_QUEUED:
-        await status.delete()
-    elif refused is NotStarted.QUEUE_DOWN:
-        await edit_message(status.edit_text(texts.QUEUE_DOWN), {"user_id": request.user_id})
-    if refused is None:
+    if isinstance(outcome, Queued):
+        # Workers took jobs ahead while the status was being sent: show where it is now.
+        if outcome.position is not None and outcome.position != planned.position:
+            await edit_message(
+                status.edit_text(texts.queued(outcome.position)), {"user_id": request.user_id}
+            )
         await query.answer()
-    else:
-        await _answer_not_started(query, refused, services.settings.max_active_jobs_per_user)
+        return
+    if outcome is NotStarted.ALREADY_QUEUED:
+        await status.delete()
+    elif outcome is NotStarted.QUEUE_DOWN:
+        await edit_message(status.edit_text(texts.QUEUE_DOWN), {"user_id": request.user_id})
+    await _answer_not_started(query, outcome, services.settings.max_active_jobs_per_user)
 
 
 async def _answer_not_started(query: CallbackQuery, reason: NotStarted, max_jobs: int) -> None:

@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from bot.queue import QueueClient
-from bot.separations import NotStarted, PlannedJob, enqueue_separation, plan_separation
+from bot.separations import (
+    NotStarted,
+    PlannedJob,
+    Queued,
+    enqueue_separation,
+    plan_separation,
+)
 from common.jobs import separation_job_id
 from storage import Database, NewRequest, Request
-from tests.support.redis_server import free_port
+from tests.support.redis_server import free_port, mark_running
 
 USER = 77
 
@@ -42,8 +48,8 @@ async def start(db: Database, queue: QueueClient, request: Request) -> PlannedJo
     planned = await plan_separation(db, queue, request, max_active_jobs=1)
     if isinstance(planned, NotStarted):
         return planned
-    refused = await enqueue_separation(db, queue, request, planned, status_message_id=9)
-    return planned if refused is None else refused
+    outcome = await enqueue_separation(db, queue, request, planned, status_message_id=9)
+    return planned if isinstance(outcome, Queued) else outcome
 
 
 async def test_nothing_picked_starts_nothing(db: Database, queue: QueueClient) -> None:
@@ -79,6 +85,23 @@ async def test_the_queue_position_counts_other_users(db: Database, queue: QueueC
         await db.set_selection(request.id, ["piano"])
         planned = await start(db, queue, request)
         assert isinstance(planned, PlannedJob) and planned.position == user_id
+
+
+async def test_the_position_recorded_is_read_after_enqueueing(
+    db: Database, queue: QueueClient, redis_url: str
+) -> None:
+    first, second = await new_request(db, 1), await new_request(db, 2)
+    for request in (first, second):
+        await db.set_selection(request.id, ["drums"])
+    assert isinstance(await start(db, queue, first), PlannedJob)
+    planned = await plan_separation(db, queue, second, max_active_jobs=1)
+    assert isinstance(planned, PlannedJob) and planned.position == 2
+    # A worker takes the first job while the second one's status message is being sent.
+    mark_running(redis_url, separation_job_id(first.id, ["drums"]))
+    outcome = await enqueue_separation(db, queue, second, planned, status_message_id=9)
+    assert outcome == Queued(position=1)
+    job = await db.get_job(planned.job_id)
+    assert job is not None and job.queue_position == 1
 
 
 async def test_redis_down_is_said_and_the_pick_is_kept(db: Database) -> None:
