@@ -97,6 +97,15 @@ async def pick_and_separate(
     return picker
 
 
+async def status_edited_to(api: FakeBotApi, stage: str) -> None:
+    """Wait until a worker has shown ``stage`` ("Downloading", "Separating") in a status."""
+    await async_wait_until(
+        lambda: any(stage in str(c.params.get("text")) for c in api.calls("editMessageText")),
+        timeout=JOB_TIMEOUT_S,
+        what=f"a status showing {stage}",
+    )
+
+
 def sum_error_db(tracks: list[np.ndarray], mix: np.ndarray) -> float:
     """Level of (sum of tracks - mix) relative to the mix, in dB (more negative is better)."""
     total = np.sum(tracks, axis=0)
@@ -390,14 +399,7 @@ async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
         fake_bot_api.set_latency("getFile", 3.0)
         async with running_worker(settings, separator):
             await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
-            await async_wait_until(
-                lambda: any(
-                    "Downloading" in str(call.params.get("text"))
-                    for call in fake_bot_api.calls("editMessageText")
-                ),
-                timeout=JOB_TIMEOUT_S,
-                what="the first worker to start the job",
-            )
+            await status_edited_to(fake_bot_api, "Downloading")
         assert fake_bot_api.audio_messages(USER) == []
         fake_bot_api.set_latency("getFile", 0)
         async with running_worker(settings, separator):
@@ -436,14 +438,7 @@ async def test_redis_killed_and_restarted_mid_job_the_song_arrives_and_is_record
     async with running_bot(settings) as bot, running_worker(settings, separator):
         sent = fake_bot_api.send_audio(USER, long_song)
         await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
-        await async_wait_until(
-            lambda: any(
-                "Separating" in str(call.params.get("text"))
-                for call in fake_bot_api.calls("editMessageText")
-            ),
-            timeout=JOB_TIMEOUT_S,
-            what="the separation to start",
-        )
+        await status_edited_to(fake_bot_api, "Separating")
         restartable_redis.kill()
         # Meanwhile another user presses Separate: told to try again, nothing lost.
         other_song = fake_bot_api.send_audio(OTHER, long_song)
