@@ -10,12 +10,17 @@ Every variable is ``DEMIX_<FIELD>``, except the ones DESIGN.md pins under other 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from separation.config import DEFAULT_BLEND_WEIGHTS, DEFAULT_MODELS, SeparatorConfig
+from separation.config import (
+    DEFAULT_BLEND_WEIGHTS,
+    DEFAULT_MODELS,
+    SeparatorConfig,
+    check_precision,
+)
 
 ENV_PREFIX = "DEMIX_"
 
@@ -54,6 +59,8 @@ class Settings(BaseSettings):
     blend_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BLEND_WEIGHTS))
     shifts: int = Field(0, ge=0, le=10)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
+    batch_size: int = Field(0, ge=0, le=64)  # 0: picked for the device
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cache_dir: Path = Path("data/cache")
     cache_max_mb: int = Field(20_000, ge=0)
 
@@ -119,6 +126,12 @@ class Settings(BaseSettings):
             raise ValueError("DEMIX_DEVICE is one of auto, cuda, cuda:N, mps, cpu")
         return value
 
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, value: str, info: ValidationInfo) -> str:
+        check_precision(value, str(info.data.get("device", "auto")))
+        return value
+
     def require_token(self) -> str:
         """The bot token, or a clear error for entry points that need one."""
         if self.telegram_bot_token is None or not self.telegram_bot_token.get_secret_value():
@@ -134,6 +147,8 @@ class Settings(BaseSettings):
             blend_weights=dict(self.blend_weights),
             shifts=self.shifts,
             overlap=self.overlap,
+            batch_size=self.batch_size,
+            precision=self.precision,
             cache_dir=self.cache_dir if self.cache_max_mb > 0 else None,
             cache_max_bytes=self.cache_max_mb * 10**6,
         )

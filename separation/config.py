@@ -17,6 +17,9 @@ DEFAULT_BLEND_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"drums": 1.0, "bass": 1.0, "vocals": 1.0, "guitar": 0.0, "piano": 0.0, "other": 0.0}
 )
 
+# Network precision: ``auto`` is bf16 on a CUDA device that supports it, else fp32.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
 
 @dataclass(frozen=True)
 class SeparatorConfig:
@@ -32,6 +35,13 @@ class SeparatorConfig:
             Sources left out keep their default.
         shifts: demucs's random-shift averaging (0 = deterministic, fastest).
         overlap: overlap between consecutive chunks (0 <= overlap < 1).
+        batch_size: chunks of one sub-model stacked into one forward pass; 0 picks one for
+            the device (what fits its free memory on CUDA, the measured best on CPU).
+            Applies with ``shifts=0``; with random shifts chunks go one at a time.
+        precision: the network's arithmetic: ``fp32``, ``bf16`` or ``fp16`` (autocast
+            around the forward pass; STFT, iSTFT and the cross-fade stay float32), or
+            ``auto``: bf16 on a CUDA device that supports it, else fp32. fp16 is refused
+            on CPU.
         cache_dir: folder of the source cache; None disables caching.
         cache_max_bytes: size cap of the cache; least recently used entries go first.
     """
@@ -44,6 +54,8 @@ class SeparatorConfig:
     )
     shifts: int = 0
     overlap: float = 0.25
+    batch_size: int = 0
+    precision: str = "auto"
     cache_dir: Path | None = None
     cache_max_bytes: int = 20 * 10**9
 
@@ -62,3 +74,18 @@ class SeparatorConfig:
             raise ValueError("shifts must be >= 0")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError("overlap must be within [0, 1)")
+        if self.batch_size < 0:
+            raise ValueError("batch_size must be >= 0 (0 picks one for the device)")
+        check_precision(self.precision, self.device)
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse an unknown precision, and fp16 on CPU (CPU autocast has no fast fp16).
+
+    Raises:
+        ValueError: with the reason.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision is one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp16" and device == "cpu":
+        raise ValueError("precision fp16 is not supported on cpu; use fp32 or bf16")

@@ -1,13 +1,15 @@
 """The two-model Demucs ensemble: model A (4-source bag) and model B (6-source).
 
-Only the sub-models the requested tracks need are run, chunk by chunk (the chunking of
-demucs's ``apply_model``), so progress can be reported and a job cancelled between chunks,
-and only the needed sources are accumulated. Source estimates are cached on disk per
-(song, model, settings, source).
+Only the sub-models the requested tracks need are run, chunked and cross-faded as demucs's
+``apply_model`` does, several chunks per forward pass (``batch_size``), so progress can be
+reported and a job cancelled between chunks, and only the needed sources are accumulated.
+The network may run under autocast (``precision``); the STFT, iSTFT and the cross-fade stay
+float32. Source estimates are cached on disk per (song, model, settings, source).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -21,7 +23,7 @@ import yaml
 
 from separation.audio import SAMPLERATE, Audio
 from separation.cache import SourceCache, audio_digest
-from separation.config import SeparatorConfig
+from separation.config import SeparatorConfig, check_precision
 from separation.errors import ModelUnavailableError, SeparationCancelled
 from separation.mixing import assemble_tracks
 from separation.tracks import SOURCES, sources_to_estimate
@@ -33,6 +35,21 @@ _MIN_SAMPLES = SAMPLERATE
 # Bump when the stored estimates would change for the same song, models and settings.
 _CACHE_FORMAT = "v1"
 
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# CPU: batches of 2, 4 and 8 chunks measured no faster than 1 on a 2-core machine (tiny and
+# published shapes, 30 s of music), and each extra chunk holds about 0.5 GB more.
+_CPU_BATCH_SIZE = 1
+# CUDA: memory one chunk's forward pass needs, per input sample. A conservative constant:
+# about 3x the growth measured per extra chunk of the published htdemucs shapes in float32
+# on CPU (~1.4 kB/sample, ~0.47 GB per 7.8 s chunk), leaving room for cuDNN/cuFFT
+# workspaces and allocator slack; autocast only lowers the real figure.
+_ACTIVATION_BYTES_PER_SAMPLE = 4096
+# Share of the free device memory batches may fill (the rest: allocator slack, cuFFT/cuDNN
+# workspaces, the accumulators of other threads).
+_DEVICE_MEMORY_SHARE = 0.5
+_MAX_BATCH_SIZE = 32
+
 
 def resolve_device(device: str) -> torch.device:
     """The torch device for a ``DEMIX_DEVICE`` value; ``auto`` prefers cuda, then mps."""
@@ -43,6 +60,24 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a ``DEMIX_PRECISION`` value means on ``device``.
+
+    ``auto`` is ``bf16`` on a CUDA device that supports it, else ``fp32``.
+
+    Raises:
+        ValueError: an unknown precision, fp16 on CPU, or bf16 on a CUDA device without it.
+    """
+    check_precision(precision, device.type)
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16 is not supported on {device}; use fp16 or fp32")
+    return precision
 
 
 @dataclass
@@ -73,6 +108,7 @@ class EnsembleSeparator:
     Attributes:
         config: the configuration.
         device: the torch device models run on.
+        precision: the network's precision on that device: ``fp32``, ``bf16`` or ``fp16``.
         model_passes: sub-model passes run so far (a cache hit runs none).
         cache: the source cache, or None.
     """
@@ -80,6 +116,7 @@ class EnsembleSeparator:
     def __init__(self, config: SeparatorConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.model_passes = 0
         self.cache = (
             SourceCache(config.cache_dir, config.cache_max_bytes)
@@ -112,8 +149,10 @@ class EnsembleSeparator:
         Args:
             audio: the decoded song.
             stems: the picked sources (see :func:`separation.plan_tracks`).
-            progress: called with the fraction done (0..1) after each chunk.
-            should_cancel: polled before each chunk; True stops the work.
+            progress: called with the fraction done (0..1) after each chunk (the chunks of
+                one batch report together, when it is done).
+            should_cancel: polled before each chunk (a batch is gathered chunk by chunk,
+                before its forward pass); True stops the work.
 
         Returns:
             Track name to float32 ``(2, n)`` in :func:`separation.plan_tracks` order; the
@@ -124,6 +163,7 @@ class EnsembleSeparator:
             UnknownStemError: empty or unknown stems.
             SeparationCancelled: ``should_cancel()`` returned True.
             ModelUnavailableError: a needed model could not be loaded.
+            ValueError: ``audio.samples`` is not a non-empty ``(2, n)`` array.
         """
         stems = list(stems)
         needed = sources_to_estimate(stems)
@@ -321,6 +361,35 @@ class EnsembleSeparator:
         stride = max(1, int((1 - self.config.overlap) * segment_length))
         return range(0, length, stride)
 
+    def batch_size(self, segment_length: int) -> int:
+        """Chunks of ``segment_length`` samples per forward pass: the configured
+        ``batch_size``, else what fits half the free device memory on CUDA (from
+        ``torch.cuda.mem_get_info`` and a measured per-sample activation size), else the
+        batch measured fastest on CPU."""
+        if self.config.batch_size > 0:
+            return self.config.batch_size
+        if self.device.type != "cuda":
+            return _CPU_BATCH_SIZE
+        free, _ = torch.cuda.mem_get_info(self.device)
+        # Blocks our allocator caches but no tensor holds are free for us too.
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        per_chunk = _ACTIVATION_BYTES_PER_SAMPLE * segment_length
+        return max(1, min(_MAX_BATCH_SIZE, int(free * _DEVICE_MEMORY_SHARE) // per_chunk))
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast for the network's forward pass, or nothing in fp32.
+
+        HTDemucs computes its STFT and iSTFT inside ``forward``, yet they stay float32 under
+        autocast without patching demucs: autocast lowers only matmul- and conv-like ops
+        (no FFT op is on its lower-precision lists, on CPU or CUDA), the STFT reads the
+        float32 input, and the decoder's output is rescaled by float32 statistics before
+        the iSTFT, which promotes it back to float32 (tests/separation/test_passes.py
+        checks the dtypes the spectral ops see)."""
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
     def _run_pass(
         self,
         sub_model: Any,
@@ -330,8 +399,15 @@ class EnsembleSeparator:
         after_chunk: Callable[[], None],
     ) -> torch.Tensor:
         """One sub-model over the whole song, chunked and cross-faded as ``apply_model``
-        does, accumulating only the sources ``keep_idx``; returns ``(len(keep), 2, n)``."""
+        does, accumulating only the sources ``keep_idx``; returns ``(len(keep), 2, n)``.
+
+        With ``shifts=0`` the chunks go through the network in batches; each chunk is
+        padded and trimmed exactly as ``apply_model`` pads and trims it alone, so a batch
+        gives batch 1's result up to float rounding. Random shifts draw per chunk inside
+        ``apply_model``, so with ``shifts > 0`` chunks go one at a time."""
         from demucs.apply import TensorChunk, apply_model
+        from demucs.htdemucs import HTDemucs
+        from demucs.utils import center_trim
 
         _, channels, length = mix.shape
         segment = sub_model.segment
@@ -346,26 +422,65 @@ class EnsembleSeparator:
         weight /= weight.max()
         out = torch.zeros(len(keep_idx), channels, length)
         sum_weight = torch.zeros(length)
-        for offset in self._chunk_offsets(sub_model, length):
-            before_chunk()
-            chunk = TensorChunk(mix, offset, segment_length)
-            with torch.no_grad():
-                chunk_out = apply_model(
-                    sub_model,
-                    chunk,
-                    shifts=self.config.shifts,
-                    split=False,
-                    overlap=self.config.overlap,
-                    device=self.device,
-                    segment=segment,
-                )
-            kept = chunk_out[0, keep_idx].to("cpu")
-            del chunk_out
+
+        def accumulate(offset: int, kept: torch.Tensor) -> None:
             chunk_length = kept.shape[-1]
             out[..., offset : offset + chunk_length] += weight[:chunk_length] * kept
             sum_weight[offset : offset + chunk_length] += weight[:chunk_length]
-            del kept
             after_chunk()
+
+        offsets = self._chunk_offsets(sub_model, length)
+        if self.config.shifts > 0:
+            for offset in offsets:
+                before_chunk()
+                with torch.no_grad(), self._autocast():
+                    chunk_out = apply_model(
+                        sub_model,
+                        TensorChunk(mix, offset, segment_length),
+                        shifts=self.config.shifts,
+                        split=False,
+                        overlap=self.config.overlap,
+                        device=self.device,
+                        segment=segment,
+                    )
+                accumulate(offset, chunk_out[0, keep_idx].float().to("cpu"))
+                del chunk_out
+            out /= sum_weight
+            return out
+
+        batch_size = self.batch_size(segment_length)
+        # (offset, samples of the song in the chunk, the chunk padded as apply_model pads it)
+        batch: list[tuple[int, int, torch.Tensor]] = []
+
+        def run_batch() -> None:
+            inputs = torch.cat([padded for _, _, padded in batch]).to(self.device)
+            with torch.no_grad(), self._autocast():
+                batch_out = sub_model(inputs)
+            del inputs
+            kept = batch_out[:, keep_idx].float().to("cpu")
+            del batch_out
+            for j, (offset, chunk_length, _) in enumerate(batch):
+                accumulate(offset, center_trim(kept[j], chunk_length))
+            batch.clear()
+
+        for offset in offsets:
+            before_chunk()
+            chunk = TensorChunk(mix, offset, segment_length)
+            # apply_model's input length: HTDemucs takes its training segment.
+            if isinstance(sub_model, HTDemucs):
+                valid_length = segment_length
+            elif hasattr(sub_model, "valid_length"):
+                valid_length = sub_model.valid_length(chunk.length)
+            else:
+                valid_length = chunk.length
+            padded = chunk.padded(valid_length)
+            if batch and batch[0][2].shape[-1] != valid_length:
+                run_batch()  # other models' last chunk may be shorter: not stackable
+            batch.append((offset, chunk.length, padded))
+            if len(batch) >= batch_size:
+                run_batch()
+        if batch:
+            run_batch()
         out /= sum_weight
         return out
 
@@ -386,7 +501,13 @@ class EnsembleSeparator:
         repo = self.config.model_repo
         if repo is not None and not repo.is_dir():
             raise ModelUnavailableError(f"model folder {repo} does not exist")
-        logger.info("loading model %s from %s on %s", name, repo or "demucs download", self.device)
+        logger.info(
+            "loading model %s from %s on %s (%s)",
+            name,
+            repo or "demucs download",
+            self.device,
+            self.precision,
+        )
         try:
             model: Any = get_model(name, repo=repo)
         except Exception as exc:  # demucs raises several kinds; all mean "not available"
@@ -441,6 +562,7 @@ class EnsembleSeparator:
             self._identity(model_name),
             f"shifts={self.config.shifts}",
             f"overlap={self.config.overlap}",
+            f"precision={self.precision}",
             source,
         )
 
