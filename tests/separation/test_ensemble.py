@@ -197,8 +197,10 @@ def test_progress_rises_from_zero_to_one(separator: EnsembleSeparator) -> None:
     assert len(seen) >= 2 + 4  # start, 2 passes x 2 chunks, end
 
 
-def test_cancel_between_chunks_stops_the_work(model_repo: Path) -> None:
-    separator = make_separator(model_repo)
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_cancel_between_chunks_stops_the_work(model_repo: Path, batch_size: int) -> None:
+    # A batch is gathered chunk by chunk: cancelling stops it before its forward pass.
+    separator = make_separator(model_repo, batch_size=batch_size)
     audio = audio_of(music_like(7.0, seed=2))
     polls = 0
 

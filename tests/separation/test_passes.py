@@ -18,7 +18,6 @@ from separation import (
     SOURCES,
     Audio,
     EnsembleSeparator,
-    SeparationCancelled,
     SeparatorConfig,
     decode_audio,
 )
@@ -67,22 +66,6 @@ def test_batches_report_progress_per_chunk(model_repo: Path) -> None:
     assert seen == sorted(seen)
     assert seen[0] == 0.0 and seen[-1] == 1.0
     assert len(seen) == 2 + 2 * 3  # start, 2 passes x 3 chunks, end
-
-
-def test_cancel_stops_a_batch_before_its_forward_pass(model_repo: Path) -> None:
-    separator = make_separator(model_repo, batch_size=4)
-    audio = audio_of(music_like(12.0, seed=3))
-    polls = 0
-
-    def should_cancel() -> bool:
-        nonlocal polls
-        polls += 1
-        return polls >= 2
-
-    with pytest.raises(SeparationCancelled):
-        separator.separate(audio, SOURCES, should_cancel=should_cancel)
-    assert polls == 2
-    assert separator.model_passes == 0
 
 
 def test_bf16_estimates_stay_close_to_fp32(model_repo: Path, multitrack_song: Path) -> None:
