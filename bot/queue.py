@@ -21,7 +21,14 @@ from arq.constants import default_queue_name, in_progress_key_prefix, result_key
 from arq.jobs import DeserializationError, JobResult, deserialize_result
 from redis.exceptions import RedisError
 
-from common.jobs import SEPARATE_JOB, JobFailed, JobOutcome, SeparationJob, separation_job_id
+from common.jobs import (
+    SEPARATE_JOB,
+    FailureReason,
+    JobFailed,
+    JobOutcome,
+    SeparationJob,
+    separation_job_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +36,10 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 2
 
 State = Literal["queued", "running", "done", "failed", "missing"]
+# Failure reasons besides common.jobs.FailureReason's: the job raised something else (a
+# crash, arq's retries used up), or its stored result could not be read.
+CRASH = "crash"
+UNREADABLE_RESULT = "unreadable_result"
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
@@ -47,6 +58,8 @@ class JobState:
     # the user (a JobFailed: bad input, limits) or the job died without a word (crash,
     # timeout, retries exhausted).
     error: str | None = None
+    # Failed jobs: a FailureReason value, CRASH or UNREADABLE_RESULT (a metrics label).
+    reason: str | None = None
     user_message: str | None = None
     # Failed jobs: True when the failure was on our side (crash, retries exhausted, Telegram
     # unavailable, deadline), so the same pick may be started again.
@@ -76,7 +89,7 @@ def _finished_state(raw_result: bytes) -> JobState:
     try:
         result: JobResult = deserialize_result(raw_result)
     except DeserializationError as exc:
-        return JobState("failed", error=f"unreadable result: {exc}")
+        return JobState("failed", error=f"unreadable result: {exc}", reason=UNREADABLE_RESULT)
     finished = functools.partial(
         JobState,
         "failed",
@@ -92,16 +105,19 @@ def _finished_state(raw_result: bytes) -> JobState:
                 else JobOutcome.from_result(result.result)
             )
         except (KeyError, TypeError, ValueError) as exc:
-            return finished(error=f"malformed result: {exc!r}")
+            return finished(error=f"malformed result: {exc!r}", reason=UNREADABLE_RESULT)
         return dataclasses.replace(finished(), state="done", outcome=outcome)
     if isinstance(result.result, JobFailed):
         failure = result.result
         return finished(
             error=f"{failure.reason}: {failure.user_message}",
+            reason=failure.reason.value,
             user_message=failure.user_message,
             retryable=failure.reason.retryable,
         )
-    return finished(error=repr(result.result), retryable=True)
+    # arq's own deadline stores a TimeoutError; anything else is a crash.
+    reason = FailureReason.TIMEOUT.value if isinstance(result.result, TimeoutError) else CRASH
+    return finished(error=repr(result.result), reason=reason, retryable=True)
 
 
 class QueueClient:

@@ -1,4 +1,5 @@
-"""What the bot process holds open: settings, the database, the queue client, the watcher.
+"""What the bot process holds open: settings, the database, the queue client, the watcher,
+the metrics and their endpoint.
 
 Opened in the Application's ``post_init`` and closed in ``post_stop`` / ``post_shutdown``,
 so `demix bot` (run_polling) and the tests (which drive the same hooks) share one path.
@@ -15,8 +16,10 @@ from telegram.error import TelegramError
 from telegram.ext import Application
 
 from bot.flood import FloodGuard
+from bot.metrics import BotMetrics
 from bot.queue import QueueClient
 from bot.watcher import JobWatcher
+from common.metrics import MetricsServer, serve_metrics
 from common.settings import Settings
 from storage import Database
 
@@ -36,6 +39,8 @@ class BotServices:
         self.watch_interval_s = watch_interval_s
         self.queue = QueueClient(settings.redis_url)
         self.flood = FloodGuard(settings.uploads_per_hour, settings.presses_per_minute)
+        self.metrics = BotMetrics()
+        self._metrics_server: MetricsServer | None = None
         self._db: Database | None = None
         self.watcher: JobWatcher | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -47,14 +52,21 @@ class BotServices:
         return self._db
 
     async def start(self, application: Application) -> None:
-        """post_init: open the database and start watching the jobs in flight."""
+        """post_init: serve the metrics (when a port is set), open the database and start
+        watching the jobs in flight."""
+        if self._metrics_server is None:
+            self._metrics_server = serve_metrics(
+                self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port
+            )
         self._db = await Database.open(self.settings.db_path)
         try:
             await application.bot.set_my_commands(COMMANDS)
         except TelegramError as exc:
             # A cosmetic menu; the bot serves without it.
             logger.warning("could not set the command menu: %s", exc)
-        self.watcher = JobWatcher(self._db, self.queue, application.bot, self.watch_interval_s)
+        self.watcher = JobWatcher(
+            self._db, self.queue, application.bot, self.watch_interval_s, self.metrics
+        )
         in_flight = len(await self._db.jobs_in_flight())
         self._watch_task = asyncio.create_task(self.watcher.run(), name="demix-job-watcher")
         logger.info("bot services started", extra={"jobs_in_flight": in_flight})
@@ -68,9 +80,12 @@ class BotServices:
             self._watch_task = None
 
     async def close(self, application: Application) -> None:
-        """post_shutdown: close the queue client and the database."""
+        """post_shutdown: close the queue client, the database and the metrics endpoint."""
         await self.stop_watching(application)
         await self.queue.close()
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.close)
+            self._metrics_server = None

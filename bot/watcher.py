@@ -2,7 +2,9 @@
 
 It runs in the bot process (the only one that opens SQLite). It reads the jobs to follow
 from the database, so after a restart it resumes the jobs that were still in flight. Each
-pass reads one :class:`bot.queue.QueueSnapshot` for all of them.
+pass reads one :class:`bot.queue.QueueSnapshot` for all of them, also when there are none:
+it keeps the queue's figures in :mod:`bot.metrics` current, and counts each job's outcome
+there once, when it records it.
 
 The status message has one writer at a time: while a job waits, the watcher keeps its
 queue position current; once a worker starts it, only the worker edits it. When a job ends
@@ -18,7 +20,8 @@ import logging
 from telegram import Bot
 
 from bot import texts
-from bot.queue import JobState, QueueClient, QueueUnavailable
+from bot.metrics import LOST, BotMetrics
+from bot.queue import CRASH, JobState, QueueClient, QueueUnavailable
 from common.telegram import edit_message
 from common.texts import JOB_CRASHED
 from storage import Database, JobRecord
@@ -32,11 +35,19 @@ LOST_AFTER_CHECKS = 2
 class JobWatcher:
     """Checks every job in flight every ``interval_s`` seconds; :meth:`run` until cancelled."""
 
-    def __init__(self, db: Database, queue: QueueClient, bot: Bot, interval_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queue: QueueClient,
+        bot: Bot,
+        interval_s: float,
+        metrics: BotMetrics | None = None,
+    ) -> None:
         self.db = db
         self.queue = queue
         self.bot = bot
         self.interval_s = interval_s
+        self.metrics = metrics if metrics is not None else BotMetrics()
         self._missing_checks: dict[str, int] = {}
         self._queue_down = False
 
@@ -51,17 +62,17 @@ class JobWatcher:
             await asyncio.sleep(self.interval_s)
 
     async def check_once(self) -> None:
-        """One pass over the jobs in flight."""
+        """One pass over the jobs in flight (with none, it still reads the queue's depth)."""
         jobs = await self.db.jobs_in_flight()
-        if not jobs:
-            return
         try:
             snapshot = await self.queue.snapshot([job.job_id for job in jobs])
         except QueueUnavailable as exc:
-            if not self._queue_down:
+            self.metrics.queue_unreachable()
+            if jobs and not self._queue_down:
                 logger.warning("queue unreachable, job outcomes wait: %s", exc)
-            self._queue_down = True
+                self._queue_down = True
             return
+        self.metrics.queue_seen(snapshot.waiting)
         if self._queue_down:
             logger.info("queue reachable again")
             self._queue_down = False
@@ -109,6 +120,9 @@ class JobWatcher:
                 started_at=state.started_at,
                 finished_at=state.finished_at,
             )
+            self.metrics.job_finished(
+                "done", enqueued_at=state.enqueued_at, started_at=state.started_at
+            )
             logger.info(
                 "job done",
                 extra={**extra, "tracks": ",".join(state.outcome.tracks)},
@@ -120,6 +134,12 @@ class JobWatcher:
                 started_at=state.started_at,
                 finished_at=state.finished_at,
             )
+            self.metrics.job_finished(
+                "failed",
+                state.reason or CRASH,
+                enqueued_at=state.enqueued_at,
+                started_at=state.started_at,
+            )
             logger.info("job failed: %s", state.error, extra=extra)
             if state.user_message is None:
                 # The worker died or gave up without telling the user.
@@ -130,6 +150,7 @@ class JobWatcher:
             if checks >= LOST_AFTER_CHECKS:
                 del self._missing_checks[job.job_id]
                 await self.db.mark_failed(job.job_id, "lost: not in the queue any more")
+                self.metrics.job_finished("failed", LOST)
                 logger.warning("job lost", extra=extra)
                 await self._edit_status(job, texts.JOB_LOST)
 

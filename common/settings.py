@@ -85,8 +85,14 @@ class Settings(BaseSettings):
     telegram_read_timeout_s: float = Field(60.0, gt=0)
     telegram_upload_timeout_s: float = Field(300.0, gt=0)
 
-    # Logging
+    # Metrics: a Prometheus endpoint in the bot and in each worker; port 0 turns it off
+    # At most 65534: `demix up` gives its worker the next port.
+    metrics_port: int = Field(0, ge=0, le=65534)
+    metrics_host: str = "127.0.0.1"
+
+    # Logging: console lines on a terminal, JSON lines otherwise (auto), or either always
     log_level: str = "INFO"
+    log_format: Literal["auto", "console", "json"] = "auto"
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

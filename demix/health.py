@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m demix.health worker|bot", file=sys.stderr)
         return 2
     settings = Settings()
-    configure_logging(settings.log_level, f"health-{args[0]}")
+    configure_logging(settings.log_level, f"health-{args[0]}", settings.log_format)
     return check_worker(settings) if args[0] == "worker" else check_bot(settings)
 
 

@@ -9,9 +9,12 @@ Stopping: SIGINT (Ctrl-C) or SIGTERM stops the worker first (arq stops taking jo
 requeues what it was running), then the bot, then Redis; each gets a grace period and is
 then killed with its whole process group. A second Ctrl-C skips the grace periods.
 
-There is no restart policy: a child that exits on its own is reported (name and exit code)
-and takes the whole service down with exit code 1, so a supervisor (systemd, Docker) or the
-operator sees it. Children also get SIGTERM if this process dies (Linux parent-death signal).
+A child that exits on its own is reported (name and exit code) and started again after a
+pause that doubles with each quick crash (1 s up to a minute; a child that ran a minute
+starts again after 1 s), while the others keep running. Only a configuration error (exit
+code 78: a rejected token, no models), which no restart can mend, takes the whole service
+down with exit code 1. Children also get SIGTERM if this process dies (Linux parent-death
+signal).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from common.logs import configure_logging, redact
+from common.exits import EXIT_CONFIG
+from common.logs import configure_logging, redact, resolved_format
 from common.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -43,19 +47,36 @@ logger = logging.getLogger(__name__)
 GRACE_S = {"worker": 30.0, "bot": 15.0, "redis": 10.0}
 REDIS_START_TIMEOUT_S = 15.0
 _POLL_S = 0.1
+# Restart pauses: from the first, doubling per crash that comes soon after a (re)start.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 60.0
+# A child that ran this long before exiting is restarted after the first pause again.
+RESTART_RESET_S = 60.0
 
 
 # --- settings for the children ----------------------------------------------------------
 
 
-def child_environment(redis_url: str) -> dict[str, str]:
+def child_environment(redis_url: str, log_format: str | None = None) -> dict[str, str]:
     """The worker's and the bot's environment: ours, with the Redis actually used.
 
     The children run in this working directory with this environment, so they read the
     same `.env` file and variables and build the same Settings; only Redis may differ
-    (the one `demix up` started).
+    (the one `demix up` started), and the log format when given: the children's output is
+    a pipe to us, so they would not see the terminal that decides ``auto``.
     """
-    return {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    if log_format is not None:
+        env["DEMIX_LOG_FORMAT"] = log_format
+    return env
+
+
+def worker_environment(env: Mapping[str, str], metrics_port: int) -> dict[str, str]:
+    """The worker's environment: the bot's, with the metrics port after the bot's (both
+    serve on this host); unchanged while metrics are off."""
+    if metrics_port == 0:
+        return dict(env)
+    return {**env, "DEMIX_METRICS_PORT": str(metrics_port + 1)}
 
 
 # --- Redis -------------------------------------------------------------------------------
@@ -133,10 +154,13 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 @dataclass
 class Child:
-    """One supervised process and its not yet forwarded partial output line."""
+    """One supervised process, how to start it again, and its unforwarded partial line."""
 
     name: str
     process: subprocess.Popen[bytes]
+    argv: list[str] = field(default_factory=list)
+    env: Mapping[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
     pending: bytes = b""
     expected_exit: bool = False
 
@@ -167,7 +191,7 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=_parent_death_signal(),
         )
-        child = Child(name, process)
+        child = Child(name, process, list(argv), dict(env))
         assert process.stdout is not None
         os.set_blocking(process.stdout.fileno(), False)
         self.selector.register(process.stdout, selectors.EVENT_READ, child)
@@ -204,6 +228,11 @@ class Supervisor:
         self.out.write(f"{child.name:<6}| {text}\n".encode())
         self.out.flush()
 
+    def restart(self, old: Child) -> Child:
+        """Start ``old`` (exited) again with its command line and environment."""
+        self.children.remove(old)
+        return self.start(old.name, old.argv, old.env)
+
     def exited_unexpectedly(self) -> Child | None:
         for child in self.children:
             if not child.expected_exit and not child.running():
@@ -213,8 +242,10 @@ class Supervisor:
     def stop(self, child: Child, grace_s: float, hurry: Callable[[], bool]) -> bool:
         """SIGTERM the child's process group, wait up to ``grace_s``, then SIGKILL it.
 
-        Returns True when the child exited by itself with code 0.
+        Returns True when the child exited by itself with code 0, or had exited before and
+        that was already dealt with (a restart was due).
         """
+        handled = child.expected_exit and not child.running()
         child.expected_exit = True
         killed = False
         was_running = child.running()
@@ -238,7 +269,7 @@ class Supervisor:
         self.drain(child)
         if was_running and code != 0 and not killed:
             logger.warning("%s stopped with code %s", child.name, code, extra={"child": child.name})
-        return code == 0 and not killed
+        return handled or (code == 0 and not killed)
 
     def drain(self, child: Child) -> None:
         """Forward the rest of an exited child's output."""
@@ -283,7 +314,7 @@ class _StopRequest:
 
 def run_up(settings: Settings) -> int:
     """`demix up`: run Redis (unless one answers), a worker and the bot until stopped."""
-    configure_logging(settings.log_level, "up")
+    configure_logging(settings.log_level, "up", settings.log_format)
     try:
         settings.require_token()
     except SystemExit as exc:
@@ -307,30 +338,18 @@ def _run(settings: Settings, supervisor: Supervisor, stop: _StopRequest) -> int:
     redis_url = _ensure_redis(settings, supervisor, stop)
     if redis_url is None:
         return 0 if stop.requested else 1
-    env = child_environment(redis_url)
+    env = child_environment(redis_url, resolved_format(settings.log_format))
     python = [sys.executable, "-m", "demix"]
-    worker = supervisor.start("worker", [*python, "worker"], env)
+    worker = supervisor.start(
+        "worker", [*python, "worker"], worker_environment(env, settings.metrics_port)
+    )
     bot = supervisor.start("bot", [*python, "bot"], env)
     logger.info(
         "service up; Ctrl-C stops it",
         extra={"redis_url": safe_url(redis_url), "worker_pid": worker.pid, "bot_pid": bot.pid},
     )
 
-    crashed: Child | None = None
-    while not stop.requested:
-        supervisor.pump(_POLL_S)
-        crashed = supervisor.exited_unexpectedly()
-        if crashed is not None:
-            break
-
-    if crashed is not None:
-        supervisor.drain(crashed)
-        logger.error(
-            "%s exited unexpectedly with code %s; stopping the service",
-            crashed.name,
-            crashed.process.returncode,
-            extra={"child": crashed.name, "exit_code": crashed.process.returncode},
-        )
+    crashed = _keep_running(supervisor, stop)
     order = {"worker": 0, "bot": 1, "redis": 2}
     children = sorted(supervisor.children, key=lambda c: order.get(c.name, 0))
     if crashed is None:
@@ -344,6 +363,49 @@ def _run(settings: Settings, supervisor: Supervisor, stop: _StopRequest) -> int:
         return 1
     logger.info("stopped")
     return 0
+
+
+def _keep_running(supervisor: Supervisor, stop: _StopRequest) -> Child | None:
+    """Forward output and restart children that exit, until a stop is asked for (None) or
+    a child exits with a configuration error (that child)."""
+    pauses: dict[str, float] = {}
+    due: dict[str, tuple[Child, float]] = {}
+    while not stop.requested:
+        supervisor.pump(_POLL_S)
+        now = time.monotonic()
+        crashed = supervisor.exited_unexpectedly()
+        if crashed is not None:
+            supervisor.drain(crashed)
+            crashed.expected_exit = True  # handled here: restarted, or the service stops
+            code = crashed.process.returncode
+            extra = {"child": crashed.name, "exit_code": code}
+            if code == EXIT_CONFIG:
+                logger.error(
+                    "%s exited with code %s, a configuration error a restart cannot mend; "
+                    "stopping the service",
+                    crashed.name,
+                    code,
+                    extra=extra,
+                )
+                return crashed
+            ran_s = now - crashed.started_at
+            pause = RESTART_FIRST_S
+            if ran_s < RESTART_RESET_S and crashed.name in pauses:
+                pause = min(RESTART_MAX_S, pauses[crashed.name] * 2)
+            pauses[crashed.name] = pause
+            logger.error(
+                "%s exited unexpectedly with code %s; starting it again in %.0f s",
+                crashed.name,
+                code,
+                pause,
+                extra=extra,
+            )
+            due[crashed.name] = (crashed, now + pause)
+        for name, (old, at) in list(due.items()):
+            if now >= at:
+                del due[name]
+                supervisor.restart(old)
+    return None
 
 
 def _ensure_redis(settings: Settings, supervisor: Supervisor, stop: _StopRequest) -> str | None:

@@ -28,19 +28,22 @@ from telegram import Bot
 from telegram.error import InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
 
+from common.exits import EXIT_CONFIG
 from common.jobs import SEPARATE_JOB
 from common.logs import configure_logging
+from common.metrics import MetricsServer, serve_metrics
 from common.settings import Settings
 from separation import EnsembleSeparator, ModelUnavailableError
 from worker.job import STATE_KEY, WorkerState, separate_job
+from worker.metrics import WorkerMetrics
 from worker.policy import arq_job_timeout_s
 from worker.progress import EditThrottle
 
 logger = logging.getLogger(__name__)
 
 WORKER_HEALTH_CHECK_INTERVAL_S = 60
-# While Redis is unreachable: one warning at first, then one every this many failed tries.
-REDIS_OUTAGE_LOG_EVERY = 30
+# While Redis is unreachable: tries from 0.1 s apart, doubling to this, one warning each.
+REDIS_RETRY_MAX_S = 5.0
 
 T = TypeVar("T")
 
@@ -55,7 +58,7 @@ class RedisOutageRetry(Retry):
     """
 
     def __init__(self) -> None:
-        super().__init__(ExponentialBackoff(cap=1.0, base=0.1), retries=-1)
+        super().__init__(ExponentialBackoff(cap=REDIS_RETRY_MAX_S, base=0.1), retries=-1)
 
     async def call_with_retry(
         self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
@@ -65,8 +68,7 @@ class RedisOutageRetry(Retry):
         async def note(error: RedisError) -> None:
             nonlocal failures
             failures += 1
-            if failures % REDIS_OUTAGE_LOG_EVERY == 1:
-                logger.warning("Redis unreachable (%s); waiting for it (try %d)", error, failures)
+            logger.warning("Redis unreachable (%s); waiting for it (try %d)", error, failures)
             outcome = fail(error)
             if inspect.isawaitable(outcome):
                 await outcome
@@ -103,10 +105,18 @@ def make_bot(settings: Settings) -> Bot:
     )
 
 
+METRICS_SERVER_KEY = "demix_metrics_server"
+
+
 def _startup(
-    settings: Settings, separator: EnsembleSeparator | None
+    settings: Settings, separator: EnsembleSeparator | None, metrics: WorkerMetrics
 ) -> Callable[[dict[str, Any]], Awaitable[None]]:
     async def on_startup(ctx: dict[str, Any]) -> None:
+        if ctx.get(METRICS_SERVER_KEY) is None:
+            # First thing: Prometheus sees the worker while it connects and loads models.
+            ctx[METRICS_SERVER_KEY] = serve_metrics(
+                metrics.registry, settings.metrics_host, settings.metrics_port
+            )
         bot = make_bot(settings)
         try:
             await bot.initialize()
@@ -125,7 +135,7 @@ def _startup(
             raise SystemExit(f"the separation models are not available: {exc}") from None
         logger.info("worker ready", extra={"models_load_s": round(time.monotonic() - started, 2)})
         ctx[STATE_KEY] = WorkerState(
-            settings, bot, model, EditThrottle(settings.progress_edit_interval_s)
+            settings, bot, model, EditThrottle(settings.progress_edit_interval_s), metrics
         )
 
     return on_startup
@@ -136,6 +146,9 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
     if state is not None:
         with contextlib.suppress(Exception):
             await state.bot.shutdown()
+    server: MetricsServer | None = ctx.pop(METRICS_SERVER_KEY, None)
+    if server is not None:
+        await asyncio.to_thread(server.close)
 
 
 def worker_settings(
@@ -163,7 +176,7 @@ def worker_settings(
             )
         ],
         "redis_settings": worker_redis_settings(settings.redis_url),
-        "on_startup": _startup(settings, separator),
+        "on_startup": _startup(settings, separator, WorkerMetrics()),
         "on_shutdown": _shutdown,
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": timeout_s,
@@ -181,13 +194,14 @@ def worker_settings(
 
 def run_worker(settings: Settings) -> int:
     """`demix worker`: run an arq worker until SIGINT/SIGTERM."""
-    configure_logging(settings.log_level, "worker")
+    configure_logging(settings.log_level, "worker", settings.log_format)
     settings.require_token()
     try:
         Worker(**worker_settings(settings)).run()
     except SystemExit as exc:
+        # A rejected token or missing models: starting again cannot help.
         logger.error("worker stopped: %s", exc)
-        return 1
+        return EXIT_CONFIG
     except Exception:
         # Logged (and so redacted) instead of a raw traceback that could quote a Bot API URL.
         logger.exception("worker crashed")

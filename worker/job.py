@@ -3,7 +3,8 @@
 A job: download the song through ``getFile``, probe it (duration limit), decode it,
 separate it in a thread while the status message shows progress, encode the tracks, upload
 them (an album for 2-10 tracks), send the rating message, and mark the status done.
-:mod:`worker.policy` decides what fails, what retries and when time is up.
+:mod:`worker.policy` decides what fails, what retries and when time is up; each run's
+outcome and stage times go to :mod:`worker.metrics`.
 
 From the moment it starts, the job is the only writer of its status message. Every send
 goes through :class:`worker.delivery.DeliveryLedger`, so a re-run does not deliver twice;
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from arq import Retry
+from redis.exceptions import RedisError
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
@@ -54,6 +56,7 @@ from worker.delivery import (
     send_rating,
     unconfirmed,
 )
+from worker.metrics import CRASH, WorkerMetrics
 from worker.policy import (
     is_storage_error,
     is_too_large,
@@ -78,6 +81,7 @@ class WorkerState:
     bot: Bot
     separator: EnsembleSeparator
     throttle: EditThrottle
+    metrics: WorkerMetrics
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,33 @@ class JobRun:
 
 async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
     """arq function: serve one :class:`common.jobs.SeparationJob`; return its JobOutcome."""
+    metrics = ctx[STATE_KEY].metrics
+    with metrics.running():
+        try:
+            result = await _run_job(ctx, payload)
+        except JobFailed as exc:
+            metrics.run_ended("failed", exc.reason.value)
+            raise
+        except Retry as exc:
+            metrics.run_ended("retried", _retry_reason(exc.__cause__))
+            raise
+        except Exception:
+            metrics.run_ended("failed", CRASH)
+            raise
+    metrics.run_ended("done")
+    return result
+
+
+def _retry_reason(cause: BaseException | None) -> str:
+    """What a retry waits out, as a metrics label."""
+    if isinstance(cause, RetryAfter):
+        return "flood_control"
+    if isinstance(cause, RedisError):
+        return "redis"
+    return "telegram"
+
+
+async def _run_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     state: WorkerState = ctx[STATE_KEY]
     job = SeparationJob.from_kwargs(payload)
     job_id: str = ctx["job_id"]
@@ -159,6 +190,7 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
     timings["total_s"] = round(time.monotonic() - started, 3)
+    run.state.metrics.job_done(timings["total_s"])
     logger.info("job done", extra={**extra, **timings})
     return JobOutcome(tracks, audio_seconds, timings).to_result()
 
@@ -183,7 +215,9 @@ async def _produce_and_deliver(
                 song_path = await _download(run.state.bot, job, Path(tmp) / "input", settings)
                 timings["download_s"] = _since(mark)
 
+                mark = time.monotonic()
                 audio = await _load_audio(song_path, settings)
+                timings["decode_s"] = _since(mark)
                 limit.reschedule(start + job_deadline_s(settings, audio.duration_s))
                 await run.ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
 
@@ -206,11 +240,15 @@ async def _produce_and_deliver(
                 files = dict(zip(separated, paths, strict=True))
                 await _upload(run, files, sent)
                 timings["upload_s"] = _since(mark)
+                run.state.metrics.delivered(audio.duration_s)
                 return audio.duration_s
     except TimeoutError as exc:
         if limit.expired():
             raise JobFailed(FailureReason.TIMEOUT, texts.TIMED_OUT) from exc
         raise
+    finally:
+        # The stages that finished, whether or not a later one failed.
+        run.state.metrics.stages_timed(timings)
 
 
 def _since(mark: float) -> float:

@@ -26,8 +26,10 @@ async def vote(update: Update, context: Context) -> None:
         return
     query, data, request = pressed
     choice: Vote = "up" if data.arg == "up" else "down"
-    db = services_of(context).db
+    services = services_of(context)
+    db = services.db
     previous = await db.set_vote(request.id, query.from_user.id, choice)
+    services.metrics.vote_stored(choice, previous)
     extra = {"user_id": query.from_user.id, "request_id": request.id}
     logger.info("vote stored", extra={**extra, "vote": choice})
     await query.answer(

@@ -190,7 +190,7 @@ async def test_song_to_tracks_then_vote_and_revote(
 
     formatted, raw = service_logs
     output = formatted.getvalue()
-    assert "job_id=sep:1:drums+vocals" in output  # the logs did capture the flow
+    assert '"job_id": "sep:1:drums+vocals"' in output  # the logs did capture the flow
     assert token not in output
     assert raw.lines and not [line for line in raw.lines if token in line]
 

@@ -1,16 +1,21 @@
-"""demix.logs: one key=value line per event, job fields first, the bot token never shown.
+"""common.logs: JSON lines for collectors, readable lines on a terminal, the token never shown.
 
 Each test configures logging in a fresh interpreter, as a process does at start, so the
-root logger of the test session is left alone.
+root logger of the test session is left alone. The child's stderr is a pipe, so ``auto``
+gives JSON there; the console format is asked for by name.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
-from common.logs import redact
+import pytest
+
+from common.logs import redact, resolved_format
 
 # Shaped like a real token (bot id, colon, 35 characters), but joined at run time so that
 # no token-shaped literal is committed.
@@ -32,8 +37,12 @@ def _run(body: str) -> list[str]:
     return result.stderr.splitlines()
 
 
-def test_job_line_format() -> None:
-    [line] = _run(
+def _records(body: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in _run(body)]
+
+
+def test_json_line_format() -> None:
+    [record] = _records(
         """
         configure_logging("INFO", "worker")
         logging.getLogger("worker.job").info(
@@ -42,25 +51,21 @@ def test_job_line_format() -> None:
         )
         """
     )
-    fields = line.split(" ")
-    assert fields[0].startswith("ts=") and fields[0].endswith("Z")
-    assert fields[1:] == [
-        "level=info",
-        "proc=worker",
-        "logger=worker.job",
-        'msg="job',
-        "done",
-        "in",
-        "2.2",
-        's"',
-        "job_id=sep:7:vocals",
-        "user_id=42",
-        "tracks=vocals,no_vocals",
+    assert record["ts"].endswith("Z") and record["ts"][10] == "T"
+    del record["ts"]
+    assert list(record.items()) == [
+        ("level", "info"),
+        ("proc", "worker"),
+        ("logger", "worker.job"),
+        ("msg", "job done in 2.2 s"),
+        ("job_id", "sep:7:vocals"),
+        ("user_id", 42),
+        ("tracks", "vocals,no_vocals"),
     ]
 
 
-def test_one_line_per_event_even_with_newlines_and_tracebacks() -> None:
-    lines = _run(
+def test_json_keeps_one_object_per_line_with_newlines_and_tracebacks() -> None:
+    records = _records(
         """
         configure_logging("INFO", "bot")
         log = logging.getLogger("bot.app")
@@ -71,39 +76,64 @@ def test_one_line_per_event_even_with_newlines_and_tracebacks() -> None:
             log.exception("job failed", extra={"job_id": "j2", "user_id": 6})
         """
     )
-    assert len(lines) == 2
-    assert 'msg="two\\nlines with \\"quotes\\""' in lines[0]
-    assert "job_id=j1 user_id=5" in lines[0]
-    assert "level=error" in lines[1]
-    assert "job_id=j2 user_id=6" in lines[1]
-    assert 'exc="Traceback (most recent call last):\\n' in lines[1]
-    assert "RuntimeError: boom" in lines[1]
+    assert len(records) == 2
+    assert records[0]["msg"] == 'two\nlines with "quotes"'
+    assert (records[0]["job_id"], records[0]["user_id"]) == ("j1", 5)
+    assert records[1]["level"] == "error" and records[1]["job_id"] == "j2"
+    assert records[1]["exc"].startswith("Traceback (most recent call last):\n")
+    assert records[1]["exc"].endswith("RuntimeError: boom")
 
 
-def test_hostile_text_cannot_forge_or_hide_a_line() -> None:
+def test_console_lines_are_readable_with_the_traceback_below() -> None:
     lines = _run(
         """
-        configure_logging("INFO", "bot")
-        name = "a\\rlevel=error msg=forged\\x1b[2K\\u202eevil\\u2028x\\x85y\\x00"
-        logging.getLogger("bot.app").info("song %s", name, extra={"song": name})
+        configure_logging("INFO", "worker", "console")
+        log = logging.getLogger("worker.job")
+        log.info("job done", extra={"job_id": "sep:7:vocals", "user_id": 42, "s": "a b"})
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("job crashed", extra={"job_id": "sep:8:bass"})
+        """
+    )
+    assert lines[0].split(" ", 1)[1] == (
+        'INFO    worker worker.job: job done  job_id=sep:7:vocals user_id=42 s="a b"'
+    )
+    assert lines[1].endswith("ERROR   worker worker.job: job crashed  job_id=sep:8:bass")
+    assert lines[2] == "Traceback (most recent call last):"
+    assert lines[-1] == "RuntimeError: boom"
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_hostile_text_cannot_forge_or_hide_a_line(log_format: str) -> None:
+    lines = _run(
+        f"""
+        configure_logging("INFO", "bot", {log_format!r})
+        name = "a\\rlevel=error msg=forged\\n{{}}\\x1b[2K\\u202eevil\\u2028x\\x85y\\x00"
+        logging.getLogger("bot.app").info("song %s", name, extra={{"song": name}})
         """
     )
     assert len(lines) == 1, lines
-    escaped = "a\\x0dlevel=error msg=forged\\x1b[2K\\u202eevil\\u2028x\\x85y\\x00"
-    assert f'msg="song {escaped}"' in lines[0]
-    assert f'song="{escaped}"' in lines[0]
     assert not any(ch in lines[0] for ch in "\r\x1b\u202e\u2028\x85\x00")
+    if log_format == "json":
+        record = json.loads(lines[0])
+        hostile = "a\rlevel=error msg=forged\n{}\x1b[2K\u202eevil\u2028x\x85y\x00"
+        assert record["msg"] == f"song {hostile}" and record["song"] == hostile
+    else:
+        escaped = "a\\x0dlevel=error msg=forged\\n{}\\x1b[2K\\u202eevil\\u2028x\\x85y\\x00"
+        assert f"song {escaped}" in lines[0]
 
 
-def test_token_never_appears() -> None:
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_token_never_appears(log_format: str) -> None:
     lines = _run(
-        """
-        configure_logging("DEBUG", "bot")
+        f"""
+        configure_logging("DEBUG", "bot", {log_format!r})
         log = logging.getLogger("telegram.ext")
         log.info("token %s", TOKEN)
         log.info("GET https://api.telegram.org/bot%s/getMe", TOKEN)
         log.info("file https://api.telegram.org/file/bot%s/music/a.mp3", TOKEN)
-        log.info("extra", extra={"url": "http://127.0.0.1:8081/bot" + TOKEN + "/getFile"})
+        log.info("extra", extra={{"url": "http://127.0.0.1:8081/bot" + TOKEN + "/getFile"}})
         try:
             raise ValueError("bad url https://api.telegram.org/bot" + TOKEN + "/sendAudio")
         except ValueError:
@@ -115,17 +145,16 @@ def test_token_never_appears() -> None:
     text = "\n".join(lines)
     assert TOKEN not in text
     assert TOKEN.split(":")[1] not in text
-    assert len(lines) == 5
-    assert 'msg="token <token>"' in lines[0]
+    assert "token <token>" in lines[0]
     assert "https://api.telegram.org/bot<token>/getMe" in lines[1]
     assert "https://api.telegram.org/file/bot<token>/music/a.mp3" in lines[2]
-    assert "url=http://127.0.0.1:8081/bot<token>/getFile" in lines[3]
-    assert "/bot<token>/sendAudio" in lines[4]
+    assert "http://127.0.0.1:8081/bot<token>/getFile" in lines[3]
+    assert "/bot<token>/sendAudio" in text
     assert "getUpdates" not in text
 
 
 def test_configure_twice_does_not_duplicate_lines_and_honours_level() -> None:
-    lines = _run(
+    records = _records(
         """
         configure_logging("INFO", "up")
         configure_logging("WARNING", "up")
@@ -134,9 +163,24 @@ def test_configure_twice_does_not_duplicate_lines_and_honours_level() -> None:
         log.warning("shown")
         """
     )
-    assert len(lines) == 1
-    assert "msg=shown" in lines[0]
-    assert "level=warning proc=up logger=demix.up" in lines[0]
+    assert [(r["msg"], r["level"], r["proc"], r["logger"]) for r in records] == [
+        ("shown", "warning", "up", "demix.up")
+    ]
+
+
+def test_auto_is_console_on_a_terminal_and_json_elsewhere() -> None:
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    assert resolved_format("auto", Stream(True)) == "console"  # type: ignore[arg-type]
+    assert resolved_format("auto", Stream(False)) == "json"  # type: ignore[arg-type]
+    assert resolved_format("json", Stream(True)) == "json"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="log format"):
+        resolved_format("xml")
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:
@@ -152,7 +196,7 @@ def test_redact_leaves_ordinary_text_alone() -> None:
 
 def test_arq_job_lines_get_a_job_id_field() -> None:
     # arq's own format strings (arq/worker.py), so these lines look exactly like arq's.
-    lines = _run(
+    records = _records(
         """
         configure_logging("INFO", "worker")
         log = logging.getLogger("arq.worker")
@@ -164,5 +208,5 @@ def test_arq_job_lines_get_a_job_id_field() -> None:
         log.info("Starting worker for %d functions: %s", 1, "separate")
         """
     )
-    ids = [line.split("job_id=")[1].split()[0] if "job_id=" in line else None for line in lines]
+    ids = [record.get("job_id") for record in records]
     assert ids == ["sep:12:drums+vocals"] * 3 + ["sep:13:bass", None]

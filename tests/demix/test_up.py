@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
-from demix.up import child_environment, safe_url
+from demix.up import child_environment, safe_url, worker_environment
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
 from tests.support.processes import child_env, demix_process, run_demix
 from tests.support.redis_server import RedisServer, free_port
@@ -67,6 +67,17 @@ def _marked(marker: str) -> dict[int, str]:
         if wanted in environ:
             found[int(entry.name)] = _cmdline(int(entry.name))
     return found
+
+
+def _records(log: str) -> list[dict[str, object]]:
+    """The JSON log records in `up`'s output: its own lines and its children's (after the
+    name prefix); redis-server's own lines are not JSON and are left out."""
+    records = []
+    for line in log.splitlines():
+        text = line.split("| ", 1)[1] if line[:6].rstrip() in {"worker", "bot"} else line
+        if text.startswith("{"):
+            records.append(json.loads(text))
+    return records
 
 
 def _cmdline(pid: int) -> str:
@@ -232,14 +243,15 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
     # Output of every child is forwarded with its name; job lines carry job and user ids.
     log = up.log
     assert "redis | " in log and "worker| " in log and "bot   | " in log
-    job_lines = [line for line in log.splitlines() if "sep:1:vocals" in line]
-    assert len(job_lines) >= 5
-    assert all("job_id=sep:1:vocals" in line for line in job_lines)
-    assert all("user_id=4242" in line for line in job_lines if "logger=arq." not in line)
+    records = _records(log)
+    job_records = [r for r in records if "sep:1:vocals" in json.dumps(r)]
+    assert len(job_records) >= 5
+    assert all(r.get("job_id") == "sep:1:vocals" for r in job_records)
+    assert all(r.get("user_id") == 4242 for r in job_records if not r["logger"].startswith("arq"))
     assert fake_bot_api.token not in log
 
     # The containers' health checks, against this running service.
-    redis_url = log.split("redis_url=", 1)[1].split()[0]
+    redis_url = next(r["redis_url"] for r in records if "redis_url" in r)
     assert _health("worker", REDIS_URL=redis_url).returncode == 0
     assert _health("bot", **fake_bot_api.environment()).returncode == 0
 
@@ -250,7 +262,8 @@ def test_up_serves_a_song_end_to_end_and_sigint_stops_every_child(
     assert not up.left_behind()
     assert "SIGINT received" in up.log
     # Worker first (it may be finishing a job), then the bot, then Redis.
-    stops = [up.log.index(f'msg="stopping {name}"') for name in ("worker", "bot", "redis")]
+    messages = [r["msg"] for r in _records(up.log)]
+    stops = [messages.index(f"stopping {name}") for name in ("worker", "bot", "redis")]
     assert stops == sorted(stops)
     # The bot recorded the request, the job and the vote in its SQLite file.
     env = child_env(inherit=False, DEMIX_DB_PATH=data / "demix.sqlite3")
@@ -282,8 +295,8 @@ def test_up_reuses_a_redis_that_answers(start_up: Callable[..., Up], redis_url: 
 
 
 @pytest.mark.slow
-def test_a_crashed_child_is_reported_and_takes_the_service_down(
-    start_up: Callable[..., Up], redis_url: str
+def test_a_crashed_child_is_started_again_and_the_others_keep_running(
+    start_up: Callable[..., Up], fake_bot_api: FakeBotApi, redis_url: str
 ) -> None:
     up = start_up(REDIS_URL=redis_url)
     up.wait_log("service up")
@@ -291,9 +304,27 @@ def test_a_crashed_child_is_reported_and_takes_the_service_down(
 
     os.kill(children["bot"], signal.SIGKILL)
 
-    assert up.process.wait(timeout=90) == 1
-    assert "bot exited unexpectedly with code -9" in up.log
-    assert not _alive(children["worker"])
+    up.wait_log("bot exited unexpectedly with code -9; starting it again in 1 s")
+    wait_until(
+        lambda: up.children().get("bot") not in (None, children["bot"]),
+        timeout=30,
+        what="a new bot process",
+    )
+    assert up.children()["worker"] == children["worker"], "the worker kept running"
+    fake_bot_api.send_text(USER, "/start")
+    wait_until(lambda: fake_bot_api.last_message(USER), timeout=60, what="the new bot's reply")
+    up.wait_log("worker ready")  # a worker stopped while it imports torch dies of SIGTERM
+    assert up.stop(signal.SIGINT) == 0, up.log
+    assert not up.left_behind()
+
+
+@pytest.mark.slow
+def test_a_configuration_error_takes_the_service_down(start_up: Callable[..., Up]) -> None:
+    up = start_up(TELEGRAM_BOT_TOKEN="999999:WRONG-token-for-this-test")
+
+    assert up.process.wait(timeout=START_TIMEOUT_S) == 1
+    assert "a configuration error a restart cannot mend; stopping the service" in up.log
+    assert "WRONG-token" not in up.log
     assert not up.left_behind()
 
 
@@ -376,6 +407,15 @@ def test_children_build_the_settings_up_was_given(
     assert child.redis_url == "redis://127.0.0.1:1234/2"
     assert child == parent.model_copy(update={"redis_url": child.redis_url})
     assert (child.max_file_mb, child.admin_ids) == (50, frozenset({3, 7}))
+    # Their output is a pipe to `up`: they write in the format `up`'s own stderr decided.
+    assert child_environment("redis://x", "console")["DEMIX_LOG_FORMAT"] == "console"
+
+
+def test_the_worker_serves_metrics_on_the_port_after_the_bots() -> None:
+    env = {"REDIS_URL": "redis://x", "DEMIX_METRICS_PORT": "9100"}
+    assert worker_environment(env, 9100) == {**env, "DEMIX_METRICS_PORT": "9101"}
+    off = {"REDIS_URL": "redis://x"}
+    assert worker_environment(off, 0) == off
 
 
 def test_safe_url_hides_the_password() -> None:

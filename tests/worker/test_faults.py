@@ -332,3 +332,34 @@ async def test_a_full_disk_fails_the_big_song_and_the_worker_serves_the_next(
     assert track_names(fake_bot_api, fits) == TWO_TRACKS
     worker_log = log.read_text()
     assert "cannot write its files" in worker_log and "could not write cache entry" in worker_log
+
+
+async def test_a_worker_started_while_redis_is_down_waits_and_then_serves(
+    fake_bot_api: FakeBotApi,
+    restartable_redis: RedisServer,
+    model_repo: Path,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    restartable_redis.kill()  # its port stays reserved for the restart below
+    env = worker_env(fake_bot_api, restartable_redis.url, model_repo, tmp_path)
+    env["DEMIX_LOG_FORMAT"] = "json"
+    log = tmp_path / "worker.log"
+    with demix_process("worker", env=env, cwd=tmp_path, log=log) as process:
+        await async_wait_until(
+            lambda: log.read_text().count("Redis unreachable") >= 2,
+            timeout=60,
+            what="a warning per try",
+        )
+        assert process.poll() is None, "waiting, not exited"
+        restartable_redis.start()
+        pool = await create_pool(RedisSettings.from_dsn(restartable_redis.url))
+        try:
+            submitted = await submit(fake_bot_api, pool, song, ("vocals",))
+            await async_wait_until(
+                lambda: track_names(fake_bot_api, submitted) == TWO_TRACKS,
+                timeout=120,
+                what="the tracks",
+            )
+        finally:
+            await pool.aclose()

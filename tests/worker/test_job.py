@@ -16,6 +16,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
+from common.exits import EXIT_CONFIG
 from common.jobs import FailureReason, JobFailed, JobOutcome
 from common.settings import Settings
 from separation import EnsembleSeparator, decode_audio, probe_audio
@@ -576,7 +577,7 @@ def test_demix_worker_exits_with_a_clear_error(
         expected = "models are not available"
     log = tmp_path / "worker.log"
     with demix_process("worker", env=env, cwd=tmp_path, log=log) as process:
-        assert process.wait(timeout=120) == 1
+        assert process.wait(timeout=120) == EXIT_CONFIG
     text = log.read_text()
     assert expected in text, text
     assert "WRONG-token" not in text and fake_bot_api.token.split(":")[1] not in text
