@@ -1,42 +1,44 @@
-# syntax=docker/dockerfile:1
 #
 # Two images from one file (see docs/operations.md):
 #   docker build --target bot    -t demix-bot .
 #   docker build --target worker -t demix-worker .                        # models mounted
 #   docker build --target worker -t demix-worker --build-arg BAKE_MODELS=1 .  # models inside
 #
-# The bot image has no torch, CUDA or ffmpeg: the bot never decodes audio. The worker image
-# runs on a CUDA base; torch's own wheel brings the CUDA libraries, the host brings the
-# driver (NVIDIA Container Toolkit).
+# Both start from the same Python base and the same `runtime` stage (user, paths, pip
+# settings). The bot image has no torch or ffmpeg: the bot never decodes audio. The worker
+# image adds ffmpeg and torch from PyPI: PyPI's torch wheel for Linux is the CUDA build and
+# brings its CUDA libraries, the host brings the driver (NVIDIA Container Toolkit). No
+# `# syntax=` line and no other base image: the build needs no image but the Python one.
+#
+# The whole project is copied (`COPY . .`, trimmed by .dockerignore), so a new package is
+# never left out; pyproject.toml decides what gets installed.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
+
+# --- shared by both images ---------------------------------------------------------------
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/demix demix
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # --- bot ---------------------------------------------------------------------------------
 
-FROM ${PYTHON_IMAGE} AS bot-build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM runtime AS bot-build
 RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY bot ./bot
-COPY demix ./demix
-COPY separation ./separation
-COPY storage ./storage
+COPY . .
 # The base install only (no `worker` extra): no torch, demucs or numpy in this image.
 RUN pip install . \
     && python -c "import sys, demix.cli, bot.app, demix.stats, demix.health; \
 assert 'torch' not in sys.modules, 'the bot imports torch'"
 
-FROM ${PYTHON_IMAGE} AS bot
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/demix demix \
-    && mkdir -p /data \
-    && chown demix:demix /data
+FROM runtime AS bot
+RUN mkdir -p /data && chown demix:demix /data
 COPY --from=bot-build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    DEMIX_DATA_DIR=/data \
+ENV DEMIX_DATA_DIR=/data \
     DEMIX_DB_PATH=/data/demix.sqlite3
 USER demix
 WORKDIR /data
@@ -50,27 +52,28 @@ CMD ["demix", "bot"]
 
 # --- worker ------------------------------------------------------------------------------
 
-FROM ${CUDA_IMAGE} AS worker-base
-ENV DEBIAN_FRONTEND=noninteractive
+FROM runtime AS worker-runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv ffmpeg ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /models /cache \
+    && chown demix:demix /models /cache
 
-FROM worker-base AS worker-build
-# The default PyPI wheel of torch is the CUDA build; pin it as `make install` does.
+FROM worker-runtime AS worker-build
+# PyPI's torch 2.13.0 for Linux is the CUDA build; pinned as `make install` pins it.
+# TORCH_FIND_LINKS=/wheels offers pip the wheels put in wheels/ (nothing by default): the
+# Compose end-to-end check puts this machine's CPU wheel there and sets
+# TORCH_SPEC=torch==2.13.0+cpu, so that it does not fetch GBs of CUDA libraries.
 ARG TORCH_SPEC=torch==2.13.0
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python3 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+ARG TORCH_FIND_LINKS=
+RUN python -m venv /opt/venv
+COPY wheels/ /wheels/
 # torch first and alone: its layer (GBs) stays cached while the project changes.
-RUN pip install "${TORCH_SPEC}"
+RUN pip install ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "${TORCH_SPEC}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY bot ./bot
-COPY demix ./demix
-COPY separation ./separation
-COPY storage ./storage
-RUN pip install ".[worker]"
+COPY . .
+RUN pip install ".[worker]" \
+    && python -c "import torch, demucs, worker.app; print('torch', torch.__version__)"
 
 # Optional: the model folder inside the image (BAKE_MODELS=1), fetched and checked at build.
 FROM worker-build AS models
@@ -82,15 +85,10 @@ RUN mkdir -p /models \
         && DEMIX_MODELS="$DEMIX_MODELS" DEMIX_DEVICE=cpu demix models check --repo /models; \
     fi
 
-FROM worker-base AS worker
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/demix demix \
-    && mkdir -p /models /cache \
-    && chown demix:demix /models /cache
+FROM worker-runtime AS worker
 COPY --from=worker-build /opt/venv /opt/venv
 COPY --from=models --chown=demix:demix /models /models
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    DEMIX_MODEL_REPO=/models \
+ENV DEMIX_MODEL_REPO=/models \
     DEMIX_CACHE_DIR=/cache \
     DEMIX_DATA_DIR=/cache \
     DEMIX_DEVICE=auto \

@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # Installed before the project so that pip keeps it (CPU or CUDA build, whichever pip finds).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install up test lint format bench clean
+.PHONY: install up test lint format bench clean compose-e2e
 
 $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	scripts/install-system-packages.sh
@@ -31,6 +31,11 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# The images built and the Compose stack run end to end (needs a Docker engine; see
+# scripts/compose-e2e.sh). `make compose-e2e ARGS=--cheap` for config and the bot image only.
+compose-e2e: install
+	scripts/compose-e2e.sh $(ARGS)
 
 bench: install
 	$(PY) bench/speed.py

@@ -31,6 +31,8 @@ class FakeBotApi:
     self-hosted ``telegram-bot-api --local``: no 20 MB download limit, ``getFile`` answers
     with an absolute path on this machine, and ``file://`` uploads are read from disk.
     All query and simulation methods are thread-safe and may be called from any thread.
+    ``host`` is the address it listens on: ``0.0.0.0`` lets containers reach it (the Compose
+    end-to-end check); the URLs it gives (:attr:`api_base_url`, ...) stay on 127.0.0.1.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class FakeBotApi:
         local_mode: bool = False,
         bot_username: str = "demix_test_bot",
         bot_first_name: str = "Demix Test Bot",
+        host: str = "127.0.0.1",
     ) -> None:
         self.token = token
         prefix = token.split(":", 1)[0]
@@ -75,7 +78,13 @@ class FakeBotApi:
             **self._files.handlers(),
         }
         self._server = HttpServer(
-            token, lock, handlers, updates=self._updates, files=self._files, faults=self._faults
+            token,
+            lock,
+            handlers,
+            updates=self._updates,
+            files=self._files,
+            faults=self._faults,
+            host=host,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -62,8 +62,10 @@ class HttpServer:
         updates: UpdateQueue,
         files: FileStore,
         faults: Faults,
+        host: str = "127.0.0.1",
     ) -> None:
         self._token = token
+        self._host = host
         self._lock = lock
         self._handlers = handlers
         self._updates = updates
@@ -94,7 +96,8 @@ class HttpServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Serve on 127.0.0.1 in a background thread; returns once it accepts connections.
+        """Serve on the host address (127.0.0.1 unless told) in a background thread;
+        returns once it accepts connections.
 
         The first start picks a free port; a restart after :meth:`stop` reuses it.
         """
@@ -102,7 +105,7 @@ class HttpServer:
             raise RuntimeError("FakeBotApi is already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port or 0))
+        sock.bind((self._host, self._port or 0))
         self._port = int(sock.getsockname()[1])
         self._files.open_local_disk()
         loop = asyncio.new_event_loop()
