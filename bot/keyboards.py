@@ -1,4 +1,4 @@
-"""The stem picker's inline keyboard."""
+"""The inline keyboards the bot draws: the stem picker and /settings."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from collections.abc import Collection
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.texts import FORMAT_LABELS
 from common import callback_data as cd
 from common.rating import PICKED_MARK
+from separation.formats import OUTPUT_FORMATS, OutputFormat
 from separation.tracks import SOURCES
 
 
@@ -28,3 +30,15 @@ def picker_keyboard(request_id: int, picked: Collection[str]) -> InlineKeyboardM
         ]
     )
     return InlineKeyboardMarkup(rows)
+
+
+def settings_keyboard(user_id: int, output_format: OutputFormat) -> InlineKeyboardMarkup:
+    """One row per setting, one button per value (✅ on the current one): the formats."""
+    formats = [
+        InlineKeyboardButton(
+            f"{PICKED_MARK} {FORMAT_LABELS[fmt]}" if fmt == output_format else FORMAT_LABELS[fmt],
+            callback_data=cd.setting(user_id, cd.FORMAT_SETTING, fmt),
+        )
+        for fmt in OUTPUT_FORMATS
+    ]
+    return InlineKeyboardMarkup([formats])

@@ -27,7 +27,6 @@ from common.jobs import (
     JobFailed,
     JobOutcome,
     SeparationJob,
-    separation_job_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ class QueueClient:
             queued = await redis.enqueue_job(
                 SEPARATE_JOB,
                 **job.to_kwargs(),
-                _job_id=separation_job_id(job.request_id, job.stems),
+                _job_id=job.job_id,
                 _queue_name=self.queue_name,
             )
         except _REDIS_ERRORS as exc:

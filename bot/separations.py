@@ -15,6 +15,7 @@ from enum import Enum
 
 from bot.queue import QueueClient, QueueUnavailable
 from common.jobs import SeparationJob, separation_job_id
+from separation.formats import OutputFormat, output_format
 from separation.tracks import SOURCES
 from storage import Database, Request
 
@@ -34,11 +35,14 @@ class NotStarted(Enum):
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """A pick that may start: its job id, its stems in source order, its queue position."""
+    """A pick that may start: its job id, its stems in source order, its queue position,
+    and the format its tracks come in (the user's choice in /settings when Separate was
+    pressed)."""
 
     job_id: str
     stems: tuple[str, ...]
     position: int
+    output_format: OutputFormat = "mp3"
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,17 @@ class Queued:
 async def plan_separation(
     db: Database, queue: QueueClient, request: Request, *, max_active_jobs: int
 ) -> PlannedJob | NotStarted:
-    """Whether the request's current pick may start now, and where it would queue."""
+    """Whether the request's current pick may start now, and where it would queue.
+
+    The job is the pick in the user's current format: the same stems in another format
+    are another job (another id), so "already delivered" only holds for the same format.
+    """
     picked = await db.selection(request.id)
     if not picked:
         return NotStarted.NOTHING_PICKED
     stems = tuple(source for source in SOURCES if source in picked)
-    job_id = separation_job_id(request.id, stems)
+    fmt = output_format((await db.user_settings(request.user_id)).output_format)
+    job_id = separation_job_id(request.id, stems, fmt)
     known = await db.get_job(job_id)
     if known is not None and known.status in ("queued", "running"):
         return NotStarted.ALREADY_QUEUED
@@ -80,7 +89,7 @@ async def plan_separation(
     except QueueUnavailable as exc:
         logger.warning("queue unreachable at enqueue: %s", exc, extra={"job_id": job_id})
         return NotStarted.QUEUE_DOWN
-    return PlannedJob(job_id, stems, position=snapshot.waiting + 1)
+    return PlannedJob(job_id, stems, position=snapshot.waiting + 1, output_format=fmt)
 
 
 async def enqueue_separation(
@@ -102,6 +111,7 @@ async def enqueue_separation(
         reply_to_message_id=request.message_id,
         file_size=request.file_size,
         artist=request.artist,
+        output_format=planned.output_format,
     )
     extra = {"job_id": planned.job_id, "user_id": request.user_id, "request_id": request.id}
     try:
@@ -119,9 +129,16 @@ async def enqueue_separation(
         stems=planned.stems,
         status_message_id=status_message_id,
         queue_position=position,
+        output_format=planned.output_format,
     )
     logger.info(
-        "job queued", extra={**extra, "stems": ",".join(planned.stems), "position": position}
+        "job queued",
+        extra={
+            **extra,
+            "stems": ",".join(planned.stems),
+            "output_format": planned.output_format,
+            "position": position,
+        },
     )
     return Queued(position)
 

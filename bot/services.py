@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 COMMANDS = (
     BotCommand("start", "what this bot does"),
     BotCommand("help", "what to send, what comes back, the limits"),
+    BotCommand("settings", "output format: MP3 320 kbps or FLAC 24-bit"),
 )
 
 

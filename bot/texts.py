@@ -10,7 +10,12 @@ from bot.intake import Refusal
 from bot.separations import NotStarted
 from common.texts import duration_text, too_big, too_long
 from separation.errors import ACCEPTED_FORMATS
+from separation.formats import OutputFormat
 from separation.tracks import plan_tracks
+
+# How /settings, the picker and /help name each output format (the button texts contain
+# MP3 and FLAC).
+FORMAT_LABELS: dict[OutputFormat, str] = {"mp3": "MP3 320 kbps", "flac": "FLAC 24-bit"}
 
 
 def help_text(max_file_mb: int, max_duration_s: int) -> str:
@@ -21,21 +26,46 @@ def help_text(max_file_mb: int, max_duration_s: int) -> str:
         f"Limits: up to {max_file_mb} MB and {duration_text(max_duration_s)} per song.\n\n"
         "I reply with buttons: pick the stems you want (drums, bass, vocals, guitar, piano, "
         "other, or All) and press <b>Separate</b>.\n\n"
-        "What comes back, as mp3 files named after your song:\n"
+        "What comes back, as files named after your song:\n"
         "• one stem picked: that stem and the rest of the song without it "
         "(e.g. vocals + no_vocals, a karaoke track);\n"
         "• several stems: each of them and <i>rest</i>, everything else;\n"
         "• All: the six stems.\n"
-        "The tracks add up to your original mix. Then rate the result with 👍 or 👎."
+        "The tracks add up to your original mix. Then rate the result with 👍 or 👎.\n\n"
+        f"Formats: {FORMAT_LABELS['mp3']} (the default) or {FORMAT_LABELS['flac']} "
+        "(lossless, for a DAW). Choose with /settings."
     )
 
 
-def picker_text(song_name: str, picked: Collection[str]) -> str:
+def picker_text(song_name: str, picked: Collection[str], output_format: OutputFormat) -> str:
     tracks = plan_tracks(picked) if picked else ()
     lines = [f"🎵 <b>{html.escape(song_name)}</b>", "Pick the stems you want, then press Separate."]
     if tracks:
         lines.append(f"You will get: {', '.join(tracks)}.")
+    lines.append(format_line(output_format))
     return "\n".join(lines)
+
+
+def format_line(output_format: OutputFormat) -> str:
+    """The picker's line on the format the tracks come in."""
+    return f"Format: {FORMAT_LABELS[output_format]} · /settings to change"
+
+
+def settings_text(output_format: OutputFormat, upload_limit_mb: float) -> str:
+    """The /settings message above its buttons."""
+    return (
+        "⚙️ <b>Settings</b>\n\n"
+        f"Output format: <b>{FORMAT_LABELS[output_format]}</b>\n"
+        f"• {FORMAT_LABELS['mp3']}: small files, for listening and sharing.\n"
+        f"• {FORMAT_LABELS['flac']}: lossless, for editing in a DAW. A FLAC track over "
+        f"the {upload_limit_mb:g} MB upload limit comes as MP3.\n\n"
+        "Your choice applies to the separations you start from now on."
+    )
+
+
+def setting_saved(output_format: OutputFormat) -> str:
+    """The answer to a format button."""
+    return f"Tracks will come as {FORMAT_LABELS[output_format]}."
 
 
 NOT_AUDIO = (
@@ -64,6 +94,7 @@ def refusal(reason: Refusal, *, limit_mb: int, max_duration_s: int) -> str:
 # Button answers (alerts are short: Telegram shows at most 200 characters).
 STALE_BUTTON = "This button no longer works. Send the song again to start over."
 NOT_YOUR_SONG = "Only the person who sent this song can use its buttons."
+NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings to see yours."
 NOTHING_PICKED = "Pick at least one stem first, then press Separate."
 ALREADY_QUEUED = "Already on it: this selection is queued or being separated."
 ALREADY_DELIVERED = "This selection was already separated: the tracks are above."

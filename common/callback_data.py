@@ -4,7 +4,11 @@
     a:<request_id>            pick all six sources
     s:<request_id>            separate the picked sources
     v:<request_id>:up|down    rate the delivered tracks
+    o:<user_id>:<name>.<value>   choose one of a user's /settings, e.g. ``o:42:format.flac``
 
+The number is a request's id, except in ``o:``, where it is the id of the user whose
+settings the message shows (only that user may press its buttons); :data:`SETTINGS` lists
+each setting's values, so a new setting (a language) is one more entry there.
 :data:`PATTERNS` holds one regular expression per action: the bot routes presses with them
 (``CallbackQueryHandler(pattern=...)``) and :func:`parse` reads data with the same ones, so
 anything else (stale, forged, garbage) matches no action.
@@ -16,10 +20,14 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from separation.formats import OUTPUT_FORMATS
 from separation.tracks import SOURCES
 
 MAX_BYTES = 64
 VOTES = ("up", "down")
+# /settings: each setting's name and the values it takes.
+FORMAT_SETTING = "format"
+SETTINGS: dict[str, tuple[str, ...]] = {FORMAT_SETTING: OUTPUT_FORMATS}
 
 
 class Action(StrEnum):
@@ -29,6 +37,7 @@ class Action(StrEnum):
     ALL = "a"
     SEPARATE = "s"
     VOTE = "v"
+    SETTING = "o"
 
 
 _REQUEST_ID = r"(?P<request_id>[0-9]{1,18})"
@@ -37,16 +46,32 @@ PATTERNS: dict[Action, re.Pattern[str]] = {
     Action.ALL: re.compile(rf"^a:{_REQUEST_ID}\Z"),
     Action.SEPARATE: re.compile(rf"^s:{_REQUEST_ID}\Z"),
     Action.VOTE: re.compile(rf"^v:{_REQUEST_ID}:(?P<arg>{'|'.join(VOTES)})\Z"),
+    Action.SETTING: re.compile(
+        rf"^o:{_REQUEST_ID}:(?P<arg>"
+        + "|".join(
+            rf"{re.escape(name)}\.(?:{'|'.join(map(re.escape, values))})"
+            for name, values in SETTINGS.items()
+        )
+        + r")\Z"
+    ),
 }
 
 
 @dataclass(frozen=True)
 class CallbackData:
-    """One parsed button press."""
+    """One parsed button press; ``request_id`` is the user's id for :attr:`Action.SETTING`."""
 
     action: Action
     request_id: int
     arg: str | None = None
+
+    @property
+    def setting(self) -> tuple[str, str]:
+        """A settings press's ``(name, value)``, e.g. ``("format", "flac")``."""
+        if self.action is not Action.SETTING or self.arg is None:
+            raise ValueError(f"not a settings press: {self}")
+        name, _, value = self.arg.partition(".")
+        return name, value
 
     def encode(self) -> str:
         """The callback data string; raises ValueError past Telegram's 64 bytes."""
@@ -73,6 +98,13 @@ def separate(request_id: int) -> str:
 
 def vote(request_id: int, value: str) -> str:
     return CallbackData(Action.VOTE, request_id, value).encode()
+
+
+def setting(user_id: int, name: str, value: str) -> str:
+    """A /settings button: set ``name`` to ``value`` for ``user_id``."""
+    if value not in SETTINGS.get(name, ()):
+        raise ValueError(f"not a setting and value: {name!r}, {value!r}")
+    return CallbackData(Action.SETTING, user_id, f"{name}.{value}").encode()
 
 
 def parse(data: str | None) -> CallbackData | None:

@@ -11,13 +11,23 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from separation.formats import DEFAULT_OUTPUT_FORMAT, OutputFormat, output_format
+
 # arq function name of the separation task.
 SEPARATE_JOB = "separate"
 
 
-def separation_job_id(request_id: int, stems: Iterable[str]) -> str:
-    """Deterministic arq job id for one request and stem set: a double press runs one job."""
-    return f"sep:{request_id}:{'+'.join(sorted(set(stems)))}"
+def separation_job_id(
+    request_id: int, stems: Iterable[str], output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT
+) -> str:
+    """Deterministic arq job id for one request, stem set and output format: a double press
+    runs one job, and the same stems in another format are another job.
+
+    The default format (mp3) adds nothing, so mp3 ids are those from before formats existed
+    (``sep:7:drums+vocals``); another format is a suffix (``sep:7:drums+vocals:flac``).
+    """
+    job_id = f"sep:{request_id}:{'+'.join(sorted(set(stems)))}"
+    return job_id if output_format == DEFAULT_OUTPUT_FORMAT else f"{job_id}:{output_format}"
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,13 @@ class SeparationJob:
     reply_to_message_id: int | None = None
     file_size: int | None = None
     artist: str | None = None
+    # What the user chose in /settings; payloads from before formats existed lack it.
+    output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT
+
+    @property
+    def job_id(self) -> str:
+        """This job's deterministic arq job id."""
+        return separation_job_id(self.request_id, self.stems, self.output_format)
 
     def to_kwargs(self) -> dict[str, Any]:
         data = asdict(self)
@@ -44,6 +61,7 @@ class SeparationJob:
     def from_kwargs(cls, data: Mapping[str, Any]) -> SeparationJob:
         values = dict(data)
         values["stems"] = tuple(values["stems"])
+        values["output_format"] = output_format(values.get("output_format"))
         return cls(**values)
 
 

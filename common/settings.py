@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     presses_per_minute: int = Field(60, ge=1)
 
     # Worker (arq): concurrency, retries, duration-scaled deadline, progress edits
-    worker_max_jobs: int = Field(1, ge=1)
+    worker_max_jobs: int = Field(3, ge=1)
     job_max_tries: int = Field(5, ge=1)
     job_keep_result_s: int = Field(86_400, ge=1)
     job_timeout_base_s: float = Field(120.0, gt=0)

@@ -25,11 +25,22 @@ MB = 1024 * 1024
 TELEGRAM_DOWNLOAD_LIMIT_MB = 20
 # sendAudio/sendMediaGroup's limit for bots on the public Bot API.
 TELEGRAM_UPLOAD_LIMIT_MB = 50
+# A local Bot API server (telegram-bot-api --local) takes uploads up to 2000 MB.
+TELEGRAM_LOCAL_UPLOAD_LIMIT_MB = 2000
+# The largest file the worker sends, in bytes, by TELEGRAM_LOCAL_MODE: a FLAC track over it
+# is sent as mp3 instead. Tests lower these to reach the fallback with seconds of audio.
+UPLOAD_LIMIT_BYTES = TELEGRAM_UPLOAD_LIMIT_MB * MB
+LOCAL_UPLOAD_LIMIT_BYTES = TELEGRAM_LOCAL_UPLOAD_LIMIT_MB * MB
 
 
 def size_limit_mb(max_file_mb: int, local_mode: bool) -> int:
     """The size users may send: the configured limit, within Telegram's download limit."""
     return max_file_mb if local_mode else min(max_file_mb, TELEGRAM_DOWNLOAD_LIMIT_MB)
+
+
+def upload_limit_bytes(local_mode: bool) -> int:
+    """The upload limit in use: 50 MB on the public Bot API, 2000 MB on a local server."""
+    return LOCAL_UPLOAD_LIMIT_BYTES if local_mode else UPLOAD_LIMIT_BYTES
 
 
 def retry_after_s(exc: RetryAfter) -> float:

@@ -1,4 +1,5 @@
-"""Audio in and out through ffmpeg: probe, decode to 44.1 kHz stereo float32, encode mp3."""
+"""Audio in and out through ffmpeg: probe, decode to 44.1 kHz stereo float32, encode mp3
+or FLAC."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from separation.errors import ACCEPTED_FORMATS, InvalidAudioError, SongTooLongError
+from separation.formats import (
+    DEFAULT_OUTPUT_FORMAT,
+    FLAC_BITS,
+    MP3_BITRATE,
+    OUTPUT_FORMATS,
+    OutputFormat,
+)
 from separation.naming import safe_tag, track_file_name, track_title
 
 logger = logging.getLogger(__name__)
 
 SAMPLERATE = 44100
-MP3_BITRATE = "320k"
 
 NO_AUDIO_MESSAGE = (
     "This file holds no sound to separate: it is empty or far too short. "
@@ -282,25 +289,33 @@ def encode_tracks(
     song_name: str,
     *,
     artist: str | None = None,
+    fmt: OutputFormat = DEFAULT_OUTPUT_FORMAT,
 ) -> list[Path]:
-    """Encode each track as a 320 kbps mp3 in ``out_dir``, in parallel.
+    """Encode each track as a 320 kbps mp3 or a 24-bit FLAC in ``out_dir``, in parallel.
 
-    Files are named :func:`separation.naming.track_file_name` and tagged with the title
-    :func:`separation.naming.track_title` and ``artist`` when given. ffmpeg writes the LAME
-    header with encoder delay and padding, so decoders that honour it (ffmpeg, most players
-    and DAWs) play exactly the track's samples, aligned with the input. Each file is written
-    under a temporary name and renamed, so a reader never sees half a file.
+    Files are named :func:`separation.naming.track_file_name` with ``fmt`` as extension and
+    tagged with the title :func:`separation.naming.track_title` and ``artist`` when given.
+    For mp3, ffmpeg writes the LAME header with encoder delay and padding, so decoders that
+    honour it (ffmpeg, most players and DAWs) play exactly the track's samples, aligned with
+    the input; FLAC is lossless and has no delay, so it is aligned as it is. Each file is
+    written under a temporary name and renamed, so a reader never sees half a file.
 
-    Levels are left alone: LAME takes the float samples as they are, so peaks above full
-    scale (a hot float master, a loud downmix) stay above 1.0 in the mp3 for a float
-    decoder such as ffmpeg, and the tracks still sum to the mix; a player that converts to
-    16-bit clips them, the mix included.
+    Levels are left alone, but the two formats differ above full scale. LAME takes the
+    float samples as they are, so peaks above 1.0 (a hot float master, a loud downmix) stay
+    above 1.0 in the mp3 for a float decoder such as ffmpeg, and the tracks still sum to the
+    mix; a player that converts to 16-bit clips them, the mix included. 24-bit FLAC is
+    integer: samples are quantised to 24 bits (noise near -146 dBFS, far below what the
+    tracks' sum needs) and samples beyond full scale are clipped to it on encode, so only
+    tracks within full scale sum back to the mix exactly. A track of a song that does not
+    clip can still peak a little above 1.0 (two stems in antiphase each louder than their
+    sum); those peaks are clipped in FLAC.
 
     Args:
         tracks: track name to float32 array ``(2, n)`` at 44.1 kHz.
         out_dir: the folder to write; created if missing.
         song_name: a name made safe by :func:`separation.naming.safe_song_name`.
         artist: the artist tag to carry over.
+        fmt: ``"mp3"`` (320 kbps) or ``"flac"`` (24-bit).
 
     Returns:
         The written paths, in ``tracks`` order.
@@ -309,18 +324,21 @@ def encode_tracks(
         OSError: the disk is full, over quota or read-only (the machine's fault).
         RuntimeError: ffmpeg failed for another reason.
     """
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"not an output format: {fmt!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (out_dir / track_file_name(song_name, track), track_title(song_name, track), samples)
+        (out_dir / track_file_name(song_name, track, fmt), track_title(song_name, track), samples)
         for track, samples in tracks.items()
     ]
     if not jobs:
         return []
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     # Each encode is an ffmpeg process; threads only feed them, so tracks encode in parallel.
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mp3-encode") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{fmt}-encode") as pool:
         futures = [
-            pool.submit(_encode_one, samples, path, title, artist) for path, title, samples in jobs
+            pool.submit(_encode_one, samples, path, title, artist, fmt)
+            for path, title, samples in jobs
         ]
         return [future.result() for future in futures]
 
@@ -328,7 +346,17 @@ def encode_tracks(
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
-def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None) -> Path:
+# The codec options of each format, after the input and before the tags.
+_CODEC_ARGS: dict[str, list[str]] = {
+    "mp3": ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-id3v2_version", "3", "-write_xing", "1"],
+    # FLAC has no 24-bit sample format in ffmpeg: 32-bit samples of which 24 bits are kept.
+    "flac": ["-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", str(FLAC_BITS)],
+}
+
+
+def _encode_one(
+    samples: np.ndarray, path: Path, title: str, artist: str | None, fmt: OutputFormat
+) -> Path:
     if samples.ndim != 2 or samples.shape[0] != 2:
         raise ValueError(f"a track is a (2, n) array, got shape {samples.shape}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
@@ -346,20 +374,13 @@ def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None)
         "2",
         "-i",
         "pipe:0",
-        "-c:a",
-        "libmp3lame",
-        "-b:a",
-        MP3_BITRATE,
-        "-id3v2_version",
-        "3",
-        "-write_xing",
-        "1",
+        *_CODEC_ARGS[fmt],
         "-metadata",
         f"title={title}",
     ]
     if artist:
         cmd += ["-metadata", f"artist={artist}"]
-    cmd += ["-f", "mp3", str(tmp)]
+    cmd += ["-f", fmt, str(tmp)]
     try:
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
@@ -387,7 +408,8 @@ def _encode_one(samples: np.ndarray, path: Path, title: str, artist: str | None)
                     if os.strerror(code) in message:
                         raise OSError(code, f"ffmpeg could not write {path.name}: {message}")
                 raise RuntimeError(f"ffmpeg could not encode {path.name}: {message}")
-        _fix_gapless_padding(tmp, samples.shape[1])
+        if fmt == "mp3":
+            _fix_gapless_padding(tmp, samples.shape[1])
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

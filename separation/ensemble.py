@@ -453,10 +453,17 @@ class EnsembleSeparator:
         batch: list[tuple[int, int, torch.Tensor]] = []
 
         def run_batch() -> None:
-            inputs = torch.cat([padded for _, _, padded in batch]).to(self.device)
+            inputs = torch.cat([padded for _, _, padded in batch])
+            if self.device.type == "cuda":
+                # Through pinned host memory, the copy to the device does not block; the song
+                # stays on the host and only one batch is on the device, whatever its length.
+                inputs = inputs.pin_memory().to(self.device, non_blocking=True)
+            else:
+                inputs = inputs.to(self.device)
             with torch.no_grad(), self._autocast():
                 batch_out = sub_model(inputs)
             del inputs
+            # A blocking copy back: the accumulators and the cross-fade stay on the host.
             kept = batch_out[:, keep_idx].float().to("cpu")
             del batch_out
             for j, (offset, chunk_length, _) in enumerate(batch):

@@ -10,6 +10,7 @@ from storage.database import (
     Request,
     SchemaTooNewError,
     Stats,
+    UserSettings,
     Vote,
 )
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -26,5 +27,6 @@ __all__ = [
     "Request",
     "SchemaTooNewError",
     "Stats",
+    "UserSettings",
     "Vote",
 ]

@@ -84,6 +84,15 @@ class JobRecord:
     error: str | None = None
     audio_seconds: float | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    output_format: str = "mp3"
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """What a user chose in /settings; a user who never chose has the defaults."""
+
+    user_id: int
+    output_format: str = "mp3"
 
 
 @dataclass(frozen=True)
@@ -244,12 +253,13 @@ class Database:
         stems: Iterable[str],
         status_message_id: int | None,
         queue_position: int | None = None,
+        output_format: str = "mp3",
     ) -> JobRecord:
         """Record a job just enqueued; a job id seen before (re-run of a failed one) restarts."""
         await self._db.execute(
             "INSERT INTO jobs (job_id, request_id, chat_id, user_id, stems, status,"
-            " status_message_id, queue_position, queued_at)"
-            " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
+            " status_message_id, queue_position, queued_at, output_format)"
+            " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
             " ON CONFLICT (job_id) DO UPDATE SET status = 'queued',"
             " status_message_id = excluded.status_message_id,"
             " queue_position = excluded.queue_position, queued_at = excluded.queued_at,"
@@ -264,6 +274,7 @@ class Database:
                 status_message_id,
                 queue_position,
                 time.time(),
+                output_format,
             ),
         )
         await self._db.commit()
@@ -366,6 +377,27 @@ class Database:
             ),
         )
         await self._db.commit()
+
+    # User settings
+
+    async def user_settings(self, user_id: int) -> UserSettings:
+        """``user_id``'s settings; the defaults when they never changed one."""
+        async with self._db.execute(
+            "SELECT output_format FROM user_settings WHERE user_id = ?", (user_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return UserSettings(user_id) if row is None else UserSettings(user_id, row[0])
+
+    async def set_output_format(self, user_id: int, output_format: str) -> UserSettings:
+        """Store the format ``user_id``'s later separations come in; returns the settings."""
+        await self._db.execute(
+            "INSERT INTO user_settings (user_id, output_format, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id) DO UPDATE SET output_format = excluded.output_format,"
+            " updated_at = excluded.updated_at",
+            (user_id, output_format, time.time()),
+        )
+        await self._db.commit()
+        return await self.user_settings(user_id)
 
     # Feedback
 

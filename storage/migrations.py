@@ -82,6 +82,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feedback_comments_request ON feedback_comments (request_id);
     """,
+    # 3: each user's /settings (a row once they change one; a new setting is a new column),
+    # and the format each job was asked for.
+    """
+    CREATE TABLE user_settings (
+        user_id INTEGER PRIMARY KEY,
+        output_format TEXT NOT NULL DEFAULT 'mp3',
+        updated_at REAL NOT NULL
+    );
+
+    ALTER TABLE jobs ADD COLUMN output_format TEXT NOT NULL DEFAULT 'mp3';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

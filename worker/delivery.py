@@ -13,6 +13,10 @@ Telegram received it. Telegram has no idempotency key for ``sendMediaGroup`` /
 ``sendAudio``, so this window can be made small (the write follows the send at once) but not
 closed; the user may then see one duplicate album, never a missing one.
 
+A job cancelled during a send (worker shutdown, the deadline) lets that send finish and be
+recorded (at most :data:`FINISH_SEND_S`) before it stops: a worker running several jobs
+at once is often mid-upload for one of them when it is told to stop.
+
 A send whose answer never comes (a read timeout: the request went out whole) is recorded
 as :data:`UNCONFIRMED` and not repeated. Telegram has usually acted on it; the final status
 then says that a track may be missing, rather than risk a second album.
@@ -20,13 +24,14 @@ then says that a track may be missing, rather than risk a second album.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from telegram import Bot, InputMediaAudio, ReplyParameters
@@ -49,6 +54,28 @@ RATING = "rating"
 DONE = "done"
 # The ledger value of a send that went out but was never answered.
 UNCONFIRMED = "unconfirmed"
+# How long a send under way may go on once its job is cancelled, to get its answer and its
+# ledger entry (the compose file gives a worker 60 s to stop). Should arq's own timeout
+# cancel the job again meanwhile, the send still finishes in the background.
+FINISH_SEND_S = 20.0
+
+T = TypeVar("T")
+
+
+async def finish_on_cancel(work: Awaitable[T], grace_s: float = FINISH_SEND_S) -> T:
+    """Await ``work``; if the caller is cancelled meanwhile, let ``work`` go on for up to
+    ``grace_s`` (a send and its ledger entry complete together), then re-raise."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait([task], timeout=grace_s)
+        if done:
+            if not task.cancelled():
+                task.exception()  # retrieved: the caller is cancelled either way
+        else:
+            task.cancel()
+        raise
 
 
 def ledger_key(job_id: str, enqueue_time: datetime) -> str:
@@ -133,19 +160,32 @@ async def deliver_tracks(
         if entry in sent:
             logger.info("already delivered, skipping %s", entry, extra=extra)
             continue
-        try:
-            message_ids = await _send_chunk(bot, job, chunk, files)
-        except Exception as exc:
-            if not is_unanswered(exc):
-                raise
-            logger.warning("no answer to the upload of %s: not sent again", entry, extra=extra)
-            await ledger.record(entry, UNCONFIRMED)
-            continue
-        # Right after Telegram's answer: the window described in the module docstring.
-        await ledger.record(entry, json.dumps(message_ids))
-        messages += len(message_ids)
-        logger.info("delivered %s", entry, extra={**extra, "messages": len(message_ids)})
+        messages += await finish_on_cancel(_deliver_chunk(bot, ledger, job, chunk, files, extra))
     return messages
+
+
+async def _deliver_chunk(
+    bot: Bot,
+    ledger: DeliveryLedger,
+    job: SeparationJob,
+    chunk: Sequence[str],
+    files: Mapping[str, Path],
+    extra: Mapping[str, Any],
+) -> int:
+    """Send one chunk and record it in the ledger; return how many messages were sent."""
+    entry = _entry(chunk)
+    try:
+        message_ids = await _send_chunk(bot, job, chunk, files)
+    except Exception as exc:
+        if not is_unanswered(exc):
+            raise
+        logger.warning("no answer to the upload of %s: not sent again", entry, extra=extra)
+        await ledger.record(entry, UNCONFIRMED)
+        return 0
+    # Right after Telegram's answer: the window described in the module docstring.
+    await ledger.record(entry, json.dumps(message_ids))
+    logger.info("delivered %s", entry, extra={**extra, "messages": len(message_ids)})
+    return len(message_ids)
 
 
 async def _send_chunk(
@@ -199,7 +239,12 @@ async def send_rating(
     """Send the 👍 / 👎 message unless the ledger has it; return whether it was sent now."""
     if RATING in sent:
         return False
-    extra = dict(log_extra or {})
+    return await finish_on_cancel(_send_rating(bot, ledger, job, dict(log_extra or {})))
+
+
+async def _send_rating(
+    bot: Bot, ledger: DeliveryLedger, job: SeparationJob, extra: Mapping[str, Any]
+) -> bool:
     try:
         message = await bot.send_message(
             job.chat_id, RATING_PROMPT, reply_markup=rating_keyboard(job.request_id)

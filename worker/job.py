@@ -6,6 +6,11 @@ them (an album for 2-10 tracks), send the rating message, and mark the status do
 :mod:`worker.policy` decides what fails, what retries and when time is up; each run's
 outcome and stage times go to :mod:`worker.metrics`.
 
+A worker runs several jobs at once (``worker_max_jobs``), pipelined: only one of them
+separates at a time (:attr:`WorkerState.device`, held around the separation alone), while
+the others download, decode, encode or upload. A job whose song is ready waits for the
+device showing "Waiting for the separator…"; its deadline stops while it waits.
+
 From the moment it starts, the job is the only writer of its status message. Every send
 goes through :class:`worker.delivery.DeliveryLedger`, so a re-run does not deliver twice;
 the separation cache means a re-run does not repeat model passes either.
@@ -14,12 +19,13 @@ the separation cache means a re-run does not repeat model passes either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
 from common.jobs import FailureReason, JobFailed, JobOutcome, SeparationJob
 from common.settings import Settings
-from common.telegram import MB, retry_after_s
+from common.telegram import MB, retry_after_s, upload_limit_bytes
 from common.texts import JOB_CRASHED, too_big, too_long
 from separation import (
     Audio,
@@ -40,7 +46,6 @@ from separation import (
     SongTooLongError,
     UnknownStemError,
     decode_audio,
-    encode_tracks,
     plan_tracks,
     probe_audio,
 )
@@ -56,6 +61,7 @@ from worker.delivery import (
     send_rating,
     unconfirmed,
 )
+from worker.formats import AS_MP3, encode_for_upload, sent_as_mp3
 from worker.metrics import CRASH, WorkerMetrics
 from worker.policy import (
     is_storage_error,
@@ -82,6 +88,8 @@ class WorkerState:
     separator: EnsembleSeparator
     throttle: EditThrottle
     metrics: WorkerMetrics
+    # The process's one device: one separation at a time, taken in arrival order.
+    device: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(frozen=True)
@@ -184,8 +192,13 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     else:
         audio_seconds = await _produce_and_deliver(run, sent, timings)
     await send_rating(run.state.bot, ledger, job, sent, extra)
+    recorded = await ledger.load()
     done = texts.done(
-        time.time() - started_at, len(tracks), unconfirmed=unconfirmed(await ledger.load())
+        time.time() - started_at,
+        len(tracks),
+        unconfirmed=unconfirmed(recorded),
+        as_mp3=sent_as_mp3(recorded),
+        upload_limit_mb=upload_limit_bytes(run.state.settings.telegram_local_mode) / MB,
     )
     done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
@@ -222,23 +235,29 @@ async def _produce_and_deliver(
                 await run.ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
 
                 mark = time.monotonic()
-                separated = await _separate(run, audio)
+                async with _device_turn(run, limit):
+                    timings["device_wait_s"] = _since(mark)
+                    mark = time.monotonic()
+                    separated = await _separate(run, audio)
                 timings["separate_s"] = _since(mark)
 
                 mark = time.monotonic()
-                paths = await asyncio.to_thread(
-                    encode_tracks,
+                encoded = await asyncio.to_thread(
+                    encode_for_upload,
                     separated,
                     Path(tmp) / "out",
                     job.song_name,
                     artist=job.artist or audio.info.artist,
+                    output_format=job.output_format,
+                    limit_bytes=upload_limit_bytes(settings.telegram_local_mode),
                 )
                 timings["encode_s"] = _since(mark)
+                if encoded.as_mp3:
+                    await run.ledger.record(AS_MP3, ",".join(encoded.as_mp3))
 
                 await status.show(texts.UPLOADING)
                 mark = time.monotonic()
-                files = dict(zip(separated, paths, strict=True))
-                await _upload(run, files, sent)
+                await _upload(run, encoded.files, sent)
                 timings["upload_s"] = _since(mark)
                 run.state.metrics.delivered(audio.duration_s)
                 return audio.duration_s
@@ -283,6 +302,32 @@ async def _load_audio(path: Path, settings: Settings) -> Audio:
         raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s)) from exc
     except InvalidAudioError as exc:
         raise JobFailed(FailureReason.INVALID_AUDIO, exc.user_message) from exc
+
+
+@contextlib.asynccontextmanager
+async def _device_turn(run: JobRun, limit: asyncio.Timeout) -> AsyncIterator[None]:
+    """Hold the worker's device for one separation, waiting for it if another job has it.
+
+    The job's deadline stops during the wait: it bounds the job's own work, and the wait is
+    bounded by the deadlines of the jobs ahead (see :func:`worker.policy.arq_job_timeout_s`).
+    Cancellation (shutdown) ends the wait at once; the job stays queued for a re-run.
+    """
+    lock = run.state.device
+    if lock.locked():
+        logger.info("waiting for the separator", extra=run.extra)
+        await run.status.show(texts.WAITING_FOR_SEPARATOR)
+    loop = asyncio.get_running_loop()
+    when = limit.when()
+    left = None if when is None else when - loop.time()
+    limit.reschedule(None)
+    try:
+        await lock.acquire()
+    finally:
+        limit.reschedule(None if left is None else loop.time() + left)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 async def _separate(run: JobRun, audio: Audio) -> dict[str, np.ndarray]:

@@ -8,8 +8,10 @@
   Separate again later): retrying at once would fill the disk again;
 - an upload whose answer never came (read timeout) counts as sent but unconfirmed, never
   sent again: Telegram may well have it, and a second album is worse than a note;
-- a per-job deadline scaled to the song's duration stops runaway jobs (arq's own timeout is
-  one number per function, so it is set to the longest song's deadline plus a margin).
+- a per-job deadline scaled to the song's duration stops runaway jobs; the time a job waits
+  for the worker's device (another job separating) does not count (arq's own timeout is one
+  number per function, so it is set to the longest song's deadline times the jobs a worker
+  runs at once, plus a margin).
 """
 
 from __future__ import annotations
@@ -33,8 +35,15 @@ def job_deadline_s(settings: Settings, duration_s: float) -> float:
 
 
 def arq_job_timeout_s(settings: Settings) -> float:
-    """arq's timeout for the function: the longest allowed song's deadline, plus a margin."""
-    return job_deadline_s(settings, settings.max_duration_s) + FINISH_MARGIN_S
+    """arq's timeout for the function: the longest allowed song's deadline for each job a
+    worker runs at once, plus a margin.
+
+    A job's own deadline stops while it waits for the worker's device (one separation at a
+    time), and the wait is at most the ``worker_max_jobs - 1`` jobs ahead of it, each held
+    to its own deadline: arq must not stop a job its deadline still allows.
+    """
+    longest = job_deadline_s(settings, settings.max_duration_s)
+    return longest * settings.worker_max_jobs + FINISH_MARGIN_S
 
 
 def retry_delay_s(settings: Settings, job_try: int, at_least: float = 0.0) -> float:

@@ -55,6 +55,33 @@ async def pressed_request(
     return query, data, request
 
 
+async def pressed_setting(
+    update: Update, context: Context
+) -> tuple[CallbackQuery, cd.CallbackData] | None:
+    """A /settings press and its data, or ``None`` after an alert: garbage, or the settings
+    of another user (a /settings message in a group, a forged id)."""
+    query = update.callback_query
+    if query is None:
+        return None
+    services = services_of(context)
+    if not services.flood.allow_press(query.from_user.id):
+        limit = services.settings.presses_per_minute
+        await query.answer(texts.too_many_presses(limit), show_alert=True)
+        return None
+    data = cd.parse(query.data)
+    if data is None or data.action is not cd.Action.SETTING:
+        await answer_stale(query)
+        return None
+    if data.request_id != query.from_user.id:
+        logger.info(
+            "settings press by another user",
+            extra={"user_id": query.from_user.id, "data": (query.data or "")[:64]},
+        )
+        await query.answer(texts.NOT_YOUR_SETTINGS, show_alert=True)
+        return None
+    return query, data
+
+
 async def answer_stale(query: CallbackQuery) -> None:
     """Alert on a button that no longer works, and log what it carried."""
     logger.info(

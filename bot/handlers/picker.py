@@ -14,8 +14,10 @@ from bot.separations import (
     enqueue_separation,
     plan_separation,
 )
+from bot.user_settings import output_format_of
 from common.callback_data import Action
 from common.telegram import edit_message
+from separation.formats import OutputFormat
 from separation.tracks import SOURCES
 from storage import Request
 
@@ -41,7 +43,7 @@ async def _change_pick(update: Update, context: Context) -> None:
     else:
         assert data.arg is not None  # the toggle pattern requires a source
         picked = await db.toggle_source(request.id, data.arg)
-    await _redraw(query, request, picked)
+    await _redraw(query, request, picked, await output_format_of(db, request.user_id))
 
 
 async def separate(update: Update, context: Context) -> None:
@@ -95,11 +97,13 @@ async def _answer_not_started(query: CallbackQuery, reason: NotStarted, max_jobs
     await query.answer(text, show_alert=alert)
 
 
-async def _redraw(query: CallbackQuery, request: Request, picked: frozenset[str]) -> None:
+async def _redraw(
+    query: CallbackQuery, request: Request, picked: frozenset[str], fmt: OutputFormat
+) -> None:
     try:
         await edit_message(
             query.edit_message_text(
-                texts.picker_text(request.song_name, picked),
+                texts.picker_text(request.song_name, picked, fmt),
                 reply_markup=picker_keyboard(request.id, picked),
             ),
             {"user_id": request.user_id, "request_id": request.id},

@@ -12,6 +12,7 @@ from bot import texts
 from bot.handlers.context import Context, services_of
 from bot.intake import Refusal, inspect_upload
 from bot.keyboards import picker_keyboard
+from bot.user_settings import output_format_of
 from common.telegram import size_limit_mb
 from storage import NewRequest
 
@@ -67,8 +68,9 @@ async def offer_picker(update: Update, context: Context) -> None:
             **dataclasses.asdict(verdict),
         )
     )
+    fmt = await output_format_of(services.db, user.id)
     picker = await message.reply_text(
-        texts.picker_text(request.song_name, ()),
+        texts.picker_text(request.song_name, (), fmt),
         reply_markup=picker_keyboard(request.id, ()),
         do_quote=True,
     )

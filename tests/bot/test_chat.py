@@ -35,7 +35,7 @@ async def test_start_and_help_explain_what_to_send(
             assert "mp3" in answer.content
             assert "20 MB" in answer.content and "10 min" in answer.content
             assert "Separate" in answer.content and "vocals" in answer.content
-        assert [c["command"] for c in fake_bot_api.commands()] == ["start", "help"]
+        assert [c["command"] for c in fake_bot_api.commands()] == ["start", "help", "settings"]
 
 
 async def test_picker_toggles_all_and_survives_as_buttons(

@@ -10,6 +10,8 @@ from common import callback_data as cd
         (cd.pick_all(3), cd.CallbackData(cd.Action.ALL, 3)),
         (cd.separate(99), cd.CallbackData(cd.Action.SEPARATE, 99)),
         (cd.vote(7, "down"), cd.CallbackData(cd.Action.VOTE, 7, "down")),
+        (cd.setting(42, "format", "flac"), cd.CallbackData(cd.Action.SETTING, 42, "format.flac")),
+        (cd.setting(42, "format", "mp3"), cd.CallbackData(cd.Action.SETTING, 42, "format.mp3")),
     ],
 )
 def test_round_trip(data: str, expected: cd.CallbackData) -> None:
@@ -33,6 +35,12 @@ def test_round_trip(data: str, expected: cd.CallbackData) -> None:
         "t:1:vocals:x",
         "💥",
         "s:１",
+        "o:42:format.ogg",
+        "o:42:format",
+        "o:42:format.flac:x",
+        "o:42:formatxflac",
+        "o:42:lang.en",
+        "o::format.mp3",
     ],
 )
 def test_garbage_parses_to_none(data: str | None) -> None:
@@ -43,3 +51,11 @@ def test_largest_data_fits_64_bytes() -> None:
     biggest = cd.toggle(10**18 - 1, "drums")
     assert len(biggest.encode()) <= cd.MAX_BYTES
     assert cd.parse(biggest) == cd.CallbackData(cd.Action.TOGGLE, 10**18 - 1, "drums")
+
+
+def test_a_settings_press_names_its_setting_and_value() -> None:
+    assert cd.parse(cd.setting(7, "format", "flac")).setting == ("format", "flac")  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        cd.setting(7, "format", "wav")
+    with pytest.raises(ValueError):
+        cd.CallbackData(cd.Action.VOTE, 7, "up").setting  # noqa: B018

@@ -370,6 +370,73 @@ def test_encoding_refuses_a_mono_array(tmp_path: Path) -> None:
         encode_tracks({"bass": np.zeros((1, 100), np.float32)}, tmp_path, "S")
 
 
+def _snr_db(reference: np.ndarray, error: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / max(float(np.sum(error**2)), 1e-30)))
+
+
+def _s32_samples(path: Path) -> np.ndarray:
+    """``path`` decoded to signed 32-bit integers, as stored (no float conversion)."""
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "s32le", "pipe:1"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype="<i4")
+
+
+@pytest.mark.parametrize("n", [88_211, 1, 1153])
+def test_flac_tracks_are_24_bit_aligned_and_sum_to_the_mix(tmp_path: Path, n: int) -> None:
+    mix = music_like(2.1, seed=5)[:, :n]
+    vocals = _tonal(mix.shape[1]) * np.float32(0.5)
+    tracks = {"vocals": vocals, "no_vocals": mix - vocals}
+    paths = encode_tracks(tracks, tmp_path, "Song", artist="Someone", fmt="flac")
+    assert [p.name for p in paths] == ["Song - vocals.flac", "Song - no_vocals.flac"]
+    probe = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(paths[0])],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    stream = probe["streams"][0]
+    assert stream["codec_name"] == "flac"
+    assert stream["bits_per_raw_sample"] == "24" and stream["sample_fmt"] == "s32"
+    assert int(stream["sample_rate"]) == 44100 and stream["channels"] == 2
+    info = probe_audio(paths[0])
+    assert (info.title, info.artist) == ("Song (vocals)", "Someone")
+    # 24 bits: the low byte of every 32-bit sample is zero, the next one is used.
+    stored = _s32_samples(paths[1])
+    assert not np.any(stored & 0xFF)
+    if n > 1000:
+        assert np.any(stored & 0xFF00)
+    decoded = {track: decode(path) for track, path in zip(tracks, paths, strict=True)}
+    for track, samples in tracks.items():
+        assert decoded[track].shape == samples.shape == (2, n), "sample-aligned, same length"
+        assert _snr_db(samples, decoded[track] - samples) > 100
+    if n > 10_000:
+        assert _lag(tracks["no_vocals"][0], decoded["no_vocals"][0]) == 0
+    total = decoded["vocals"] + decoded["no_vocals"]
+    assert _snr_db(mix, total - mix) >= 100, "far above the 60 dB the design asks"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_flac_clips_samples_above_full_scale(tmp_path: Path) -> None:
+    """24-bit FLAC is integer: a track peaking at +6 dBFS comes back clipped at full scale
+    (mp3 would keep the peak, see above)."""
+    track = _tonal(SAMPLERATE) * np.float32(6.6)
+    (path,) = encode_tracks({"vocals": track}, tmp_path, "Hot", fmt="flac")
+    decoded = decode(path)
+    assert decoded.shape == track.shape
+    assert float(np.abs(decoded).max()) <= 1.0
+    within = np.abs(track) < 0.99
+    assert np.allclose(decoded[within], track[within], atol=1e-6)
+
+
+def test_encoding_refuses_an_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="format"):
+        encode_tracks({"bass": music_like(0.1)}, tmp_path, "S", fmt="ogg")  # type: ignore[arg-type]
+
+
 def _silence_flac(path: Path, seconds: float) -> Path:
     # Minutes of silence in a few kB: the length is only found by decoding.
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi"]

@@ -13,6 +13,7 @@ from storage import (
     Database,
     NewRequest,
     SchemaTooNewError,
+    UserSettings,
 )
 
 
@@ -215,3 +216,47 @@ async def test_stats_counts(db: Database) -> None:
     assert figures["audio_seconds"] == 30.0
     assert figures["mean_run_s"] == pytest.approx(4.0)
     assert figures["stems"] == {"vocals": 2, "drums": 1}
+
+
+async def test_user_settings_default_then_stored_per_user(tmp_path: Path) -> None:
+    path = tmp_path / "demix.sqlite3"
+    async with await Database.open(path) as database:
+        assert (await database.user_settings(7)).output_format == "mp3"
+        stored = await database.set_output_format(7, "flac")
+        assert stored == UserSettings(7, "flac")
+        assert (await database.user_settings(8)).output_format == "mp3", "per user"
+    async with await Database.open(path) as database:
+        assert (await database.user_settings(7)).output_format == "flac", "kept on disk"
+        await database.set_output_format(7, "mp3")
+        assert (await database.user_settings(7)).output_format == "mp3"
+
+
+async def test_a_job_records_its_format_and_old_jobs_read_as_mp3(tmp_path: Path) -> None:
+    path = tmp_path / "demix.sqlite3"
+    with sqlite3.connect(path) as raw:
+        raw.executescript("\n".join(MIGRATIONS[:2]) + "\nPRAGMA user_version = 2;")
+        raw.execute(
+            "INSERT INTO requests (chat_id, user_id, message_id, file_id, kind, song_name,"
+            " created_at) VALUES (1, 2, 3, 'F', 'audio', 'Old song', 0)"
+        )
+        raw.execute(
+            "INSERT INTO jobs (job_id, request_id, chat_id, user_id, stems, status, queued_at)"
+            " VALUES ('sep:1:vocals', 1, 1, 2, 'vocals', 'done', 0)"
+        )
+    async with await Database.open(path) as database:
+        old = await database.get_job("sep:1:vocals")
+        assert old is not None and old.output_format == "mp3"
+        new = await database.add_job(
+            job_id="sep:1:vocals:flac",
+            request_id=1,
+            chat_id=1,
+            user_id=2,
+            stems=["vocals"],
+            status_message_id=9,
+            output_format="flac",
+        )
+        assert new.output_format == "flac"
+        assert [job.job_id for job in await database.jobs_for_request(1)] == [
+            "sep:1:vocals",
+            "sep:1:vocals:flac",
+        ]

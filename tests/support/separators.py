@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from separation import EnsembleSeparator, SeparatorConfig
 
@@ -16,3 +20,31 @@ def make_separator(model_repo: Path, **config: Any) -> EnsembleSeparator:
     fixture of any scope may build one and drop it.
     """
     return EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu", **config))
+
+
+class RecordingSeparator:
+    """A real separator, with the wall-clock interval (``time.time()``) of every ``separate``
+    call and the most calls ever running at once, counted outside the separator's own lock
+    (so two overlapping calls show even though the separator would serialise them)."""
+
+    def __init__(self, real: EnsembleSeparator) -> None:
+        self.real = real
+        self.intervals: list[tuple[float, float]] = []
+        self.max_running = 0
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        self.real.warm_up()
+
+    def separate(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        with self._lock:
+            self._running += 1
+            self.max_running = max(self.max_running, self._running)
+            start = time.time()
+        try:
+            return self.real.separate(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._running -= 1
+                self.intervals.append((start, time.time()))

@@ -135,7 +135,9 @@ def worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) ->
         DEMIX_CACHE_DIR=root / "cache",
         DEMIX_DB_PATH=root / "unused.sqlite3",
         # Small budgets: arq hands a killed worker's job to another worker only when the
-        # in-progress lease (its function timeout + 10 s) has run out.
+        # in-progress lease (its function timeout + 10 s) has run out. One job at a time:
+        # the function timeout is the longest deadline times the jobs a worker runs at once.
+        DEMIX_WORKER_MAX_JOBS=1,
         DEMIX_JOB_TIMEOUT_BASE_S=20,
         DEMIX_JOB_TIMEOUT_PER_AUDIO_S=1,
         DEMIX_MAX_DURATION_S=4,

@@ -95,6 +95,11 @@ def test_deadline_scales_with_duration_and_arq_timeout_covers_the_longest(
     assert job_deadline_s(settings, 10.0) == 80.0
     assert job_deadline_s(settings, 300.0) == 660.0
     assert arq_job_timeout_s(settings) > job_deadline_s(settings, 600.0)
+    # A job may wait for the device behind the others of its worker: arq's timeout allows it.
+    pipelined = make_settings(
+        job_timeout_base_s=60.0, job_timeout_per_audio_s=2.0, max_duration_s=600, worker_max_jobs=3
+    )
+    assert arq_job_timeout_s(pipelined) > 3 * job_deadline_s(pipelined, 600.0)
 
 
 @pytest.fixture
