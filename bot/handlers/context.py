@@ -25,19 +25,25 @@ def services_of(context: Context) -> BotServices:
     return services
 
 
+async def _press_allowed(query: CallbackQuery, context: Context) -> bool:
+    """Whether the presser is within the flood limit; over it, they get an alert."""
+    services = services_of(context)
+    if services.flood.allow_press(query.from_user.id):
+        return True
+    limit = services.settings.presses_per_minute
+    await query.answer(texts.too_many_presses(limit), show_alert=True)
+    return False
+
+
 async def pressed_request(
     update: Update, context: Context
 ) -> tuple[CallbackQuery, cd.CallbackData, Request] | None:
     """The press, its data and its request, or ``None`` after an alert: the request is gone
     or belongs to another chat (stale, forged), or the presser did not send the song."""
     query = update.callback_query
-    if query is None:
+    if query is None or not await _press_allowed(query, context):
         return None
     services = services_of(context)
-    if not services.flood.allow_press(query.from_user.id):
-        limit = services.settings.presses_per_minute
-        await query.answer(texts.too_many_presses(limit), show_alert=True)
-        return None
     data = cd.parse(query.data)
     request = None if data is None else await services.db.get_request(data.request_id)
     message = query.message
@@ -61,12 +67,7 @@ async def pressed_setting(
     """A /settings press and its data, or ``None`` after an alert: garbage, or the settings
     of another user (a /settings message in a group, a forged id)."""
     query = update.callback_query
-    if query is None:
-        return None
-    services = services_of(context)
-    if not services.flood.allow_press(query.from_user.id):
-        limit = services.settings.presses_per_minute
-        await query.answer(texts.too_many_presses(limit), show_alert=True)
+    if query is None or not await _press_allowed(query, context):
         return None
     data = cd.parse(query.data)
     if data is None or data.action is not cd.Action.SETTING:
