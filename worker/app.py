@@ -22,7 +22,7 @@ from arq.worker import Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from telegram import Bot
 from telegram.error import InvalidToken, NetworkError
@@ -74,6 +74,27 @@ class RedisOutageRetry(Retry):
                 await outcome
 
         return await super().call_with_retry(do, note)
+
+
+class DemixWorker(Worker):
+    """arq's Worker, taking jobs through a Redis restart.
+
+    Every command waits out an outage (:class:`RedisOutageRetry`) except those inside the
+    WATCH with which arq claims a job: redis-py cannot retry them (the watch is lost with
+    the connection) and raises WatchError, which arq expects only from the final EXEC. The
+    claim is then given up and the job's slot returned, as arq does when another worker
+    wins the claim; the next poll tries again.
+    """
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except WatchError:
+                # arq took a slot for this job before its pipeline failed.
+                self.job_counter -= 1
+                self.sem.release()
+                logger.warning("Redis went away while a job was claimed; it is claimed again")
 
 
 def worker_redis_settings(redis_url: str) -> RedisSettings:
@@ -197,7 +218,7 @@ def run_worker(settings: Settings) -> int:
     configure_logging(settings.log_level, "worker", settings.log_format)
     settings.require_token()
     try:
-        Worker(**worker_settings(settings)).run()
+        DemixWorker(**worker_settings(settings)).run()
     except SystemExit as exc:
         # A rejected token or missing models: starting again cannot help.
         logger.error("worker stopped: %s", exc)

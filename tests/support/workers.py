@@ -10,7 +10,7 @@ from typing import Any
 from arq.worker import Worker
 
 from common.settings import Settings
-from worker.app import worker_settings
+from worker.app import DemixWorker, worker_settings
 
 BURST_TIMEOUT_S = 180.0
 
@@ -25,7 +25,7 @@ async def running_worker(
     included), and leaving the block waits for that (at most ``BURST_TIMEOUT_S``).
     Closing is what SIGTERM does in production: running jobs are cancelled, polling stops.
     """
-    worker = Worker(
+    worker = DemixWorker(
         **worker_settings(
             settings, separator=separator, burst=burst, handle_signals=False, poll_delay_s=0.05
         )

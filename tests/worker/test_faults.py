@@ -24,6 +24,7 @@ from separation import EnsembleSeparator
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.processes import demix_process
+from tests.support.redis_proxy import RedisProxy
 from tests.support.redis_server import RedisServer
 from tests.support.separators import make_separator
 from tests.support.waiting import async_wait_until
@@ -202,7 +203,7 @@ async def test_redis_killed_and_restarted_mid_job_delivers_once(
     settings = service_settings(redis_url=restartable_redis.url)
     own_pool = await create_pool(RedisSettings.from_dsn(restartable_redis.url))
     # Long enough to kill Redis while it separates; fresh, so the cache cannot answer.
-    long_song = make_song(tmp_path / "Test Song.mp3", seconds=20.0, seed=31)
+    long_song = make_song(tmp_path / "Test Song.mp3", seconds=40.0, seed=31)
     submitted = await submit(fake_bot_api, own_pool, long_song, ("vocals",))
     await own_pool.aclose()
 
@@ -211,12 +212,17 @@ async def test_redis_killed_and_restarted_mid_job_delivers_once(
 
     async with running_worker(settings, separator, burst=True) as worker:
         await async_wait_until(separating, timeout=60, what="separation to start")
-        restartable_redis.kill()
-        await async_wait_until(
-            lambda: "Redis unreachable" in caplog.text, timeout=30, what="the worker to notice"
-        )
-        restartable_redis.start()
+        # Several crashes, so some land in the middle of arq's claim of a job (a WATCH).
+        for crash in range(1, 4):
+            restartable_redis.kill()
+            await async_wait_until(
+                lambda crash=crash: caplog.text.count("Redis unreachable") >= crash,
+                timeout=30,
+                what=f"the worker to notice crash {crash}",
+            )
+            restartable_redis.start()
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
+    assert worker.job_counter == 0, "every job slot was given back"
     assert track_names(fake_bot_api, submitted) == TWO_TRACKS
     assert len(fake_bot_api.calls("sendMediaGroup")) == 1
     assert len(rating_messages(fake_bot_api, submitted.job.chat_id)) == 1
@@ -363,3 +369,26 @@ async def test_a_worker_started_while_redis_is_down_waits_and_then_serves(
             )
         finally:
             await pool.aclose()
+
+
+async def test_redis_lost_while_a_job_is_claimed_the_claim_is_tried_again(
+    fake_bot_api: FakeBotApi,
+    service_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="worker.app")
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
+    proxy = RedisProxy(target_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    async with proxy.running():
+        # arq claims a job inside WATCH ... EXEC: the connection goes between the two.
+        proxy.cut_once(after=b"WATCH", cut_at=b"EXISTS")
+        worker = await run_worker_burst(service_settings(redis_url=proxy.url), separator)
+    assert proxy.cuts == 1
+    assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
+    assert worker.job_counter == 0, "the failed claim gave its slot back"
+    assert "it is claimed again" in caplog.text
+    assert track_names(fake_bot_api, submitted) == TWO_TRACKS

@@ -1,0 +1,78 @@
+"""A TCP proxy in front of a real redis-server that can cut a connection at a chosen command.
+
+A crash of Redis lands at a random point of a client's work; to test the one point that
+matters (a connection lost inside a WATCH ... EXEC claim), the proxy cuts the connection
+when a client sends ``cut_at`` after it has sent ``after``, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from tests.support.redis_server import free_port
+
+
+class RedisProxy:
+    """Forwards 127.0.0.1:``port`` to Redis at ``target_port``; see :meth:`cut_once`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.cuts = 0
+        self._armed: tuple[bytes, bytes] | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cut_once(self, after: bytes, cut_at: bytes) -> None:
+        """Close the next connection that sends command ``cut_at`` after command ``after``,
+        without forwarding it (command names in upper case, e.g. ``b"WATCH"``)."""
+        self._armed = (after, cut_at)
+
+    async def _pipe_to_redis(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        seen_after = False
+        while data := await reader.read(65536):
+            if self._armed is not None:
+                after, cut_at = self._armed
+                # RESP arrays name the command as a bulk string: "$5\r\nWATCH\r\n".
+                if seen_after and b"\r\n" + cut_at + b"\r\n" in data.upper():
+                    self._armed = None
+                    self.cuts += 1
+                    return
+                seen_after = seen_after or b"\r\n" + after + b"\r\n" in data.upper()
+            writer.write(data)
+            await writer.drain()
+
+    async def _pipe_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        upstream = asyncio.ensure_future(self._pipe_to_redis(client_r, redis_w))
+        downstream = asyncio.ensure_future(self._pipe_back(redis_r, client_w))
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait([upstream, downstream], return_when=asyncio.FIRST_COMPLETED)
+        for task in (upstream, downstream):
+            task.cancel()
+        for writer in (client_w, redis_w):
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[RedisProxy]:
+        """Serve in this event loop while the block runs."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        try:
+            yield self
+        finally:
+            self._server.close()
+            await self._server.wait_closed()
