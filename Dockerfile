@@ -24,16 +24,27 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The translations compiled (.po → .mo) with Babel, which stays out of both images; the
+# build stages copy the .mo files in before `pip install .` packs them.
+FROM runtime AS catalogs
+WORKDIR /src
+COPY common/locale/ common/locale/
+RUN python -m pip install --target /tmp/babel "Babel>=2.14" \
+    && PYTHONPATH=/tmp/babel python -m babel.messages.frontend compile \
+        -d common/locale -D messages --statistics
+
 # --- bot ---------------------------------------------------------------------------------
 
 FROM runtime AS bot-build
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY . .
+COPY --from=catalogs /src/common/locale/ common/locale/
 # The base install only (no `worker` extra): no torch, demucs or numpy in this image.
 RUN pip install . \
-    && python -c "import sys, demix.cli, bot.app, demix.stats, demix.health; \
-assert 'torch' not in sys.modules, 'the bot imports torch'"
+    && cd / && python -c "import sys, demix.cli, bot.app, demix.stats, demix.health; \
+assert 'torch' not in sys.modules, 'the bot imports torch'; \
+from common.i18n import missing_catalogs; assert not missing_catalogs(), missing_catalogs()"
 
 FROM runtime AS bot
 RUN mkdir -p /data && chown demix:demix /data
@@ -72,8 +83,10 @@ COPY wheels/ /wheels/
 RUN pip install ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "${TORCH_SPEC}"
 WORKDIR /src
 COPY . .
+COPY --from=catalogs /src/common/locale/ common/locale/
 RUN pip install ".[worker]" \
-    && python -c "import torch, demucs, worker.app; print('torch', torch.__version__)"
+    && cd / && python -c "import torch, demucs, worker.app; print('torch', torch.__version__); \
+from common.i18n import missing_catalogs; assert not missing_catalogs(), missing_catalogs()"
 
 # Optional: the model folder inside the image (BAKE_MODELS=1), fetched and checked at build.
 FROM worker-build AS models

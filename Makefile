@@ -5,7 +5,15 @@ STAMP := $(VENV)/.installed
 # Installed before the project so that pip keeps it (CPU or CUDA build, whichever pip finds).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install up test lint format bench clean compose-e2e
+.PHONY: install up test lint format bench clean compose-e2e i18n-extract i18n-update \
+	i18n-compile i18n-init
+
+# Translations (see docs/operations.md, "Languages"): English msgids in the code, one
+# catalog per other language under common/locale; the compiled .mo files are built here
+# (and in the Docker build), not committed.
+LOCALE_DIR := common/locale
+PYBABEL := $(VENV)/bin/pybabel
+I18N_COMPILE := $(PYBABEL) compile -d $(LOCALE_DIR) -D messages
 
 $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	scripts/install-system-packages.sh
@@ -16,6 +24,7 @@ $(STAMP): pyproject.toml scripts/install-system-packages.sh
 	touch $(STAMP)
 
 install: $(STAMP)
+	$(I18N_COMPILE)
 
 up: install
 	$(VENV)/bin/demix up
@@ -39,6 +48,24 @@ compose-e2e: install
 
 bench: install
 	$(PY) bench/speed.py
+
+# The .pot template from the code; then each language's .po merged with it; then the .mo.
+i18n-extract: $(STAMP)
+	$(PYBABEL) extract -F babel.cfg -k N_ --add-comments=TRANSLATORS: --sort-by-file \
+		--no-wrap --project="Neural Music Demixing" -o $(LOCALE_DIR)/messages.pot .
+
+i18n-update: i18n-extract
+	$(PYBABEL) update -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -D messages --no-wrap
+
+i18n-compile: $(STAMP)
+	$(I18N_COMPILE) --statistics
+
+# A new language: `make i18n-init LOCALE=de`, then translate common/locale/de/LC_MESSAGES/
+# messages.po and add "de" to common.i18n.LANGUAGES.
+i18n-init: i18n-extract
+	test -n "$(LOCALE)"
+	$(PYBABEL) init -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -D messages --no-wrap \
+		-l $(LOCALE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bot.queue import QueueClient, QueueUnavailable
+from common.i18n import DEFAULT_LANGUAGE, Language
 from common.jobs import SeparationJob, separation_job_id
 from separation.formats import OutputFormat, output_format
 from separation.tracks import SOURCES
@@ -36,13 +37,14 @@ class NotStarted(Enum):
 @dataclass(frozen=True)
 class PlannedJob:
     """A pick that may start: its job id, its stems in source order, its queue position,
-    and the format its tracks come in (the user's choice in /settings when Separate was
-    pressed)."""
+    the format its tracks come in (the user's choice in /settings when Separate was
+    pressed) and the language its status messages speak (the user's)."""
 
     job_id: str
     stems: tuple[str, ...]
     position: int
     output_format: OutputFormat = "mp3"
+    language: Language = DEFAULT_LANGUAGE
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,12 @@ class Queued:
 
 
 async def plan_separation(
-    db: Database, queue: QueueClient, request: Request, *, max_active_jobs: int
+    db: Database,
+    queue: QueueClient,
+    request: Request,
+    *,
+    max_active_jobs: int,
+    language: Language = DEFAULT_LANGUAGE,
 ) -> PlannedJob | NotStarted:
     """Whether the request's current pick may start now, and where it would queue.
 
@@ -89,7 +96,9 @@ async def plan_separation(
     except QueueUnavailable as exc:
         logger.warning("queue unreachable at enqueue: %s", exc, extra={"job_id": job_id})
         return NotStarted.QUEUE_DOWN
-    return PlannedJob(job_id, stems, position=snapshot.waiting + 1, output_format=fmt)
+    return PlannedJob(
+        job_id, stems, position=snapshot.waiting + 1, output_format=fmt, language=language
+    )
 
 
 async def enqueue_separation(
@@ -112,6 +121,7 @@ async def enqueue_separation(
         file_size=request.file_size,
         artist=request.artist,
         output_format=planned.output_format,
+        language=planned.language,
     )
     extra = {"job_id": planned.job_id, "user_id": request.user_id, "request_id": request.id}
     try:
@@ -130,6 +140,7 @@ async def enqueue_separation(
         status_message_id=status_message_id,
         queue_position=position,
         output_format=planned.output_format,
+        language=planned.language,
     )
     logger.info(
         "job queued",

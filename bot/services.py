@@ -18,18 +18,19 @@ from telegram.ext import Application
 from bot.flood import FloodGuard
 from bot.metrics import BotMetrics
 from bot.queue import QueueClient
+from bot.texts import COMMANDS
 from bot.watcher import JobWatcher
+from common.i18n import LANGUAGES, translate
 from common.metrics import MetricsServer, serve_metrics
 from common.settings import Settings
 from storage import Database
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = (
-    BotCommand("start", "what this bot does"),
-    BotCommand("help", "what to send, what comes back, the limits"),
-    BotCommand("settings", "output format: MP3 320 kbps or FLAC 24-bit"),
-)
+
+def command_menu(lang: str) -> list[BotCommand]:
+    """The command menu (setMyCommands) in ``lang``."""
+    return [BotCommand(name, translate(description, lang)) for name, description in COMMANDS]
 
 
 class BotServices:
@@ -61,7 +62,11 @@ class BotServices:
             )
         self._db = await Database.open(self.settings.db_path)
         try:
-            await application.bot.set_my_commands(COMMANDS)
+            # The default menu is English; each other language's users get their own.
+            await application.bot.set_my_commands(command_menu("en"))
+            for lang in LANGUAGES:
+                if lang != "en":
+                    await application.bot.set_my_commands(command_menu(lang), language_code=lang)
         except TelegramError as exc:
             # A cosmetic menu; the bot serves without it.
             logger.warning("could not set the command menu: %s", exc)

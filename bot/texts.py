@@ -1,4 +1,9 @@
-"""What the bot process says in chat: help, picker, refusals, alerts, queue and feedback."""
+"""What the bot process says in chat: help, picker, refusals, alerts, queue and feedback.
+
+Every text is an English gettext msgid translated into the user's language (``lang``,
+English by default; see :mod:`common.i18n`). Functions take ``lang``; the constants are
+msgids marked with ``N_`` and are sent through ``common.i18n.translate(CONSTANT, lang)``.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,42 @@ from typing import Any
 
 from bot.intake import Refusal
 from bot.separations import NotStarted
+from common.i18n import LANGUAGE_NAMES, N_, language, translate, translator
 from common.texts import duration_text, too_big, too_long
-from separation.errors import ACCEPTED_FORMATS
 from separation.formats import OutputFormat
 from separation.tracks import plan_tracks
 
 # How /settings, the picker and /help name each output format (the button texts contain
-# MP3 and FLAC).
-FORMAT_LABELS: dict[OutputFormat, str] = {"mp3": "MP3 320 kbps", "flac": "FLAC 24-bit"}
+# MP3 and FLAC in every language).
+FORMAT_LABELS: dict[OutputFormat, str] = {
+    "mp3": N_("MP3 320 kbps"),
+    "flac": N_("FLAC 24-bit"),
+}
 
 
-def help_text(max_file_mb: int, max_duration_s: int) -> str:
-    return (
+def format_label(output_format: OutputFormat, lang: str = "en") -> str:
+    return translate(FORMAT_LABELS[output_format], lang)
+
+
+def accepted_formats(lang: str = "en") -> str:
+    """The audio formats a song may come in, as a phrase."""
+    _ = translator(lang).gettext
+    return _("mp3, wav, flac, ogg/opus or m4a/aac")
+
+
+# The picker's All and Separate buttons (their texts contain `All` and `Separate` in every
+# language; the source buttons are the sources' names, as the tracks are named).
+ALL_BUTTON = N_("All")
+SEPARATE_BUTTON = N_("▶️ Separate")
+
+
+def help_text(max_file_mb: int, max_duration_s: int, lang: str = "en") -> str:
+    _ = translator(lang).gettext
+    return _(
         "🎛 <b>Neural Music Demixing</b>\n\n"
         "Send me a song as an audio file or a document: "
-        f"{ACCEPTED_FORMATS} (mp3 works best).\n"
-        f"Limits: up to {max_file_mb} MB and {duration_text(max_duration_s)} per song.\n\n"
+        "%(formats)s (mp3 works best).\n"
+        "Limits: up to %(max_file_mb)s MB and %(duration)s per song.\n\n"
         "I reply with buttons: pick the stems you want (drums, bass, vocals, guitar, piano, "
         "other, or All) and press <b>Separate</b>.\n\n"
         "What comes back, as files named after your song:\n"
@@ -32,152 +57,232 @@ def help_text(max_file_mb: int, max_duration_s: int) -> str:
         "• several stems: each of them and <i>rest</i>, everything else;\n"
         "• All: the six stems.\n"
         "The tracks add up to your original mix. Then rate the result with 👍 or 👎.\n\n"
-        f"Formats: {FORMAT_LABELS['mp3']} (the default) or {FORMAT_LABELS['flac']} "
-        "(lossless, for a DAW). Choose with /settings."
-    )
+        "Formats: %(mp3)s (the default) or %(flac)s (lossless, for a DAW). "
+        "Choose the format and the language with /settings."
+    ) % {
+        "formats": accepted_formats(lang),
+        "max_file_mb": max_file_mb,
+        "duration": duration_text(max_duration_s, lang),
+        "mp3": format_label("mp3", lang),
+        "flac": format_label("flac", lang),
+    }
 
 
-def picker_text(song_name: str, picked: Collection[str], output_format: OutputFormat) -> str:
+def picker_text(
+    song_name: str, picked: Collection[str], output_format: OutputFormat, lang: str = "en"
+) -> str:
+    _ = translator(lang).gettext
     tracks = plan_tracks(picked) if picked else ()
-    lines = [f"🎵 <b>{html.escape(song_name)}</b>", "Pick the stems you want, then press Separate."]
+    lines = [
+        f"🎵 <b>{html.escape(song_name)}</b>",
+        _("Pick the stems you want, then press Separate."),
+    ]
     if tracks:
-        lines.append(f"You will get: {', '.join(tracks)}.")
-    lines.append(format_line(output_format))
+        lines.append(_("You will get: %(tracks)s.") % {"tracks": ", ".join(tracks)})
+    lines.append(format_line(output_format, lang))
     return "\n".join(lines)
 
 
-def format_line(output_format: OutputFormat) -> str:
+def format_line(output_format: OutputFormat, lang: str = "en") -> str:
     """The picker's line on the format the tracks come in."""
-    return f"Format: {FORMAT_LABELS[output_format]} · /settings to change"
+    _ = translator(lang).gettext
+    return _("Format: %(format)s · /settings to change") % {
+        "format": format_label(output_format, lang)
+    }
 
 
-def settings_text(output_format: OutputFormat, upload_limit_mb: float) -> str:
+def settings_text(output_format: OutputFormat, upload_limit_mb: float, lang: str = "en") -> str:
     """The /settings message above its buttons."""
-    return (
+    _ = translator(lang).gettext
+    return _(
         "⚙️ <b>Settings</b>\n\n"
-        f"Output format: <b>{FORMAT_LABELS[output_format]}</b>\n"
-        f"• {FORMAT_LABELS['mp3']}: small files, for listening and sharing.\n"
-        f"• {FORMAT_LABELS['flac']}: lossless, for editing in a DAW. A FLAC track over "
-        f"the {upload_limit_mb:g} MB upload limit comes as MP3.\n\n"
+        "Output format: <b>%(format)s</b>\n"
+        "• %(mp3)s: small files, for listening and sharing.\n"
+        "• %(flac)s: lossless, for editing in a DAW. A FLAC track over "
+        "the %(limit_mb)s MB upload limit comes as MP3.\n\n"
+        "Language: <b>%(language)s</b>\n\n"
         "Your choice applies to the separations you start from now on."
-    )
+    ) % {
+        "format": format_label(output_format, lang),
+        "mp3": format_label("mp3", lang),
+        "flac": format_label("flac", lang),
+        "limit_mb": f"{upload_limit_mb:g}",
+        "language": LANGUAGE_NAMES[language(lang)],
+    }
 
 
-def setting_saved(output_format: OutputFormat) -> str:
+def setting_saved(output_format: OutputFormat, lang: str = "en") -> str:
     """The answer to a format button."""
-    return f"Tracks will come as {FORMAT_LABELS[output_format]}."
+    _ = translator(lang).gettext
+    return _("Tracks will come as %(format)s.") % {"format": format_label(output_format, lang)}
 
 
-NOT_AUDIO = (
-    "That doesn't look like audio I can read. "
-    f"Please send a song as {ACCEPTED_FORMATS} (mp3 works best)."
-)
-EMPTY_FILE = f"That file is empty. Please send a song as {ACCEPTED_FORMATS} (mp3 works best)."
-VIDEO_REFUSED = (
-    "I separate audio, not video. Please send the song itself as an audio file: "
-    f"{ACCEPTED_FORMATS} (mp3 works best)."
-)
-SEND_A_SONG = f"Send me a song ({ACCEPTED_FORMATS}) and I'll split it into stems. /help"
+def language_saved(lang: str = "en") -> str:
+    """The answer to a language button, in the language just chosen."""
+    _ = translator(lang).gettext
+    return _("I will speak English with you.")
 
 
-def refusal(reason: Refusal, *, limit_mb: int, max_duration_s: int) -> str:
+def not_audio(lang: str = "en") -> str:
+    _ = translator(lang).gettext
+    return _(
+        "That doesn't look like audio I can read. "
+        "Please send a song as %(formats)s (mp3 works best)."
+    ) % {"formats": accepted_formats(lang)}
+
+
+def empty_file(lang: str = "en") -> str:
+    _ = translator(lang).gettext
+    return _("That file is empty. Please send a song as %(formats)s (mp3 works best).") % {
+        "formats": accepted_formats(lang)
+    }
+
+
+def video_refused(lang: str = "en") -> str:
+    _ = translator(lang).gettext
+    return _(
+        "I separate audio, not video. Please send the song itself as an audio file: "
+        "%(formats)s (mp3 works best)."
+    ) % {"formats": accepted_formats(lang)}
+
+
+def send_a_song(lang: str = "en") -> str:
+    _ = translator(lang).gettext
+    return _("Send me a song (%(formats)s) and I'll split it into stems. /help") % {
+        "formats": accepted_formats(lang)
+    }
+
+
+# English, as the tests and the docs quote them.
+NOT_AUDIO = not_audio()
+EMPTY_FILE = empty_file()
+VIDEO_REFUSED = video_refused()
+SEND_A_SONG = send_a_song()
+
+
+def refusal(reason: Refusal, *, limit_mb: int, max_duration_s: int, lang: str = "en") -> str:
     """The reply to a file refused before any download."""
     if reason is Refusal.TOO_BIG:
-        return too_big(limit_mb)
+        return too_big(limit_mb, lang)
     if reason is Refusal.TOO_LONG:
-        return too_long(max_duration_s)
-    return {Refusal.NOT_AUDIO: NOT_AUDIO, Refusal.VIDEO: VIDEO_REFUSED, Refusal.EMPTY: EMPTY_FILE}[
+        return too_long(max_duration_s, lang)
+    return {Refusal.NOT_AUDIO: not_audio, Refusal.VIDEO: video_refused, Refusal.EMPTY: empty_file}[
         reason
-    ]
+    ](lang)
 
 
 # Button answers (alerts are short: Telegram shows at most 200 characters).
-STALE_BUTTON = "This button no longer works. Send the song again to start over."
-NOT_YOUR_SONG = "Only the person who sent this song can use its buttons."
-NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings to see yours."
-NOTHING_PICKED = "Pick at least one stem first, then press Separate."
-ALREADY_QUEUED = "Already on it: this selection is queued or being separated."
-ALREADY_DELIVERED = "This selection was already separated: the tracks are above."
-RECENTLY_FAILED = (
+STALE_BUTTON = N_("This button no longer works. Send the song again to start over.")
+NOT_YOUR_SONG = N_("Only the person who sent this song can use its buttons.")
+NOT_YOUR_SETTINGS = N_("These are someone else's settings. Send /settings to see yours.")
+NOTHING_PICKED = N_("Pick at least one stem first, then press Separate.")
+ALREADY_QUEUED = N_("Already on it: this selection is queued or being separated.")
+ALREADY_DELIVERED = N_("This selection was already separated: the tracks are above.")
+RECENTLY_FAILED = N_(
     "This song can't be separated (the status message says why): trying again would fail "
     "the same way."
 )
-VOTE_THANKS = {"up": "Thanks! Glad it worked 👍", "down": "Thanks for telling me 👎"}
-VOTE_CHANGED = "Vote changed, thanks!"
+VOTE_THANKS = {"up": N_("Thanks! Glad it worked 👍"), "down": N_("Thanks for telling me 👎")}
+VOTE_CHANGED = N_("Vote changed, thanks!")
 
 
-def too_many_jobs(limit: int) -> str:
-    jobs = "one separation" if limit == 1 else f"{limit} separations"
-    return (
-        f"You already have {jobs} in progress. Please wait until it finishes, "
-        "then press Separate again."
-    )
+def too_many_jobs(limit: int, lang: str = "en") -> str:
+    t = translator(lang)
+    return t.ngettext(
+        "You already have %(count)d separation in progress. Please wait until it finishes, "
+        "then press Separate again.",
+        "You already have %(count)d separations in progress. Please wait until they finish, "
+        "then press Separate again.",
+        limit,
+    ) % {"count": limit}
 
 
-def too_many_uploads(per_hour: int) -> str:
-    return (
-        f"That's more than {per_hour} songs in an hour. Please wait a while before sending "
-        "more: songs sent until then are not kept."
-    )
+def too_many_uploads(per_hour: int, lang: str = "en") -> str:
+    t = translator(lang)
+    return t.ngettext(
+        "That's more than %(count)d song in an hour. Please wait a while before sending "
+        "more: songs sent until then are not kept.",
+        "That's more than %(count)d songs in an hour. Please wait a while before sending "
+        "more: songs sent until then are not kept.",
+        per_hour,
+    ) % {"count": per_hour}
 
 
-def too_many_presses(per_minute: int) -> str:
-    return f"Too many presses ({per_minute} a minute). Please wait a moment."
+def too_many_presses(per_minute: int, lang: str = "en") -> str:
+    t = translator(lang)
+    return t.ngettext(
+        "Too many presses (%(count)d a minute). Please wait a moment.",
+        "Too many presses (%(count)d a minute). Please wait a moment.",
+        per_minute,
+    ) % {"count": per_minute}
 
 
-QUEUE_DOWN = (
+QUEUE_DOWN = N_(
     "⚠️ The separation queue is unreachable right now. Please try again in a minute: "
     "your song and your picks are kept, just press Separate again."
 )
 
 
-def not_started(reason: NotStarted, max_active_jobs: int) -> tuple[str, bool]:
+def not_started(reason: NotStarted, max_active_jobs: int, lang: str = "en") -> tuple[str, bool]:
     """The answer to a Separate press that started nothing, and whether it is an alert."""
     if reason is NotStarted.TOO_MANY_JOBS:
-        return too_many_jobs(max_active_jobs), True
+        return too_many_jobs(max_active_jobs, lang), True
     if reason is NotStarted.ALREADY_QUEUED:
-        return ALREADY_QUEUED, False
-    return {
+        return translate(ALREADY_QUEUED, lang), False
+    message = {
         NotStarted.NOTHING_PICKED: NOTHING_PICKED,
         NotStarted.ALREADY_DELIVERED: ALREADY_DELIVERED,
         NotStarted.SONG_FAILED: RECENTLY_FAILED,
         NotStarted.QUEUE_DOWN: QUEUE_DOWN,
-    }[reason], True
+    }[reason]
+    return translate(message, lang), True
 
 
-def queued(position: int | None) -> str:
+def queued(position: int | None, lang: str = "en") -> str:
+    _ = translator(lang).gettext
     if position is None or position <= 1:
-        return "⏳ Queued: position 1, you're next."
-    return f"⏳ Queued: position {position}."
+        return _("⏳ Queued: position 1, you're next.")
+    return _("⏳ Queued: position %(position)d.") % {"position": position}
 
 
-JOB_LOST = "❌ Separation failed: the job was lost. Please press Separate again."
-WHAT_WENT_WRONG = (
+JOB_LOST = N_("❌ Separation failed: the job was lost. Please press Separate again.")
+WHAT_WENT_WRONG = N_(
     "Sorry it wasn't good. What was wrong? Reply to this message in a few words "
     "(optional), it helps us improve."
 )
-COMMENT_THANKS = "Thanks, noted!"
-ADMINS_ONLY = "Sorry, that command is for the bot's admins."
+WHAT_WENT_WRONG_PLACEHOLDER = N_("What was wrong?")
+COMMENT_THANKS = N_("Thanks, noted!")
+ADMINS_ONLY = N_("Sorry, that command is for the bot's admins.")
+
+# The command menu (setMyCommands), one list per language.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("start", N_("what this bot does")),
+    ("help", N_("what to send, what comes back, the limits")),
+    ("settings", N_("output format (MP3 320 kbps or FLAC 24-bit) and language")),
+)
 
 
-def stats_text(figures: Mapping[str, Any]) -> str:
+def stats_text(figures: Mapping[str, Any], lang: str = "en") -> str:
     """The figures of `Stats.to_dict()` as plain text (chat and shell)."""
+    _ = translator(lang).gettext
     jobs = figures["jobs"]
     feedback = figures["feedback"]
 
     def seconds(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.1f} s"
+        return _("n/a") if value is None else _("%(seconds).1f s") % {"seconds": value}
 
-    stems = ", ".join(f"{name} {count}" for name, count in figures["stems"].items()) or "none"
+    stems = ", ".join(f"{name} {count}" for name, count in figures["stems"].items()) or _("none")
     return "\n".join(
         [
-            f"Requests: {figures['requests']} from {figures['users']} users",
-            "Jobs: " + ", ".join(f"{status} {count}" for status, count in jobs.items()),
-            f"Audio separated: {figures['audio_seconds'] / 60:.1f} min",
-            f"Mean wait: {seconds(figures['mean_wait_s'])}, "
-            f"mean run: {seconds(figures['mean_run_s'])}",
-            f"Stems picked: {stems}",
-            f"Feedback: 👍 {feedback['up']}, 👎 {feedback['down']}, "
-            f"comments {feedback['comments']}",
+            _("Requests: %(requests)d from %(users)d users")
+            % {"requests": figures["requests"], "users": figures["users"]},
+            _("Jobs: %(jobs)s")
+            % {"jobs": ", ".join(f"{status} {count}" for status, count in jobs.items())},
+            _("Audio separated: %(minutes).1f min") % {"minutes": figures["audio_seconds"] / 60},
+            _("Mean wait: %(wait)s, mean run: %(run)s")
+            % {"wait": seconds(figures["mean_wait_s"]), "run": seconds(figures["mean_run_s"])},
+            _("Stems picked: %(stems)s") % {"stems": stems},
+            _("Feedback: 👍 %(up)d, 👎 %(down)d, comments %(comments)d")
+            % {"up": feedback["up"], "down": feedback["down"], "comments": feedback["comments"]},
         ]
     )

@@ -22,6 +22,7 @@ from telegram import Bot
 from bot import texts
 from bot.metrics import LOST, BotMetrics
 from bot.queue import CRASH, JobState, QueueClient, QueueUnavailable
+from common.i18n import translate
 from common.telegram import edit_message
 from common.texts import JOB_CRASHED
 from storage import Database, JobRecord
@@ -100,7 +101,7 @@ class JobWatcher:
         for job, position in moved:
             await self.db.set_queue_position(job.job_id, position)
             if job.job_id not in started:
-                await self._edit_status(job, texts.queued(position))
+                await self._edit_status(job, texts.queued(position, job.language))
 
     async def _apply(self, job: JobRecord, state: JobState) -> None:
         extra = {"job_id": job.job_id, "user_id": job.user_id}
@@ -143,7 +144,7 @@ class JobWatcher:
             logger.info("job failed: %s", state.error, extra=extra)
             if state.user_message is None:
                 # The worker died or gave up without telling the user.
-                await self._edit_status(job, JOB_CRASHED)
+                await self._edit_status(job, translate(JOB_CRASHED, job.language))
         else:
             checks = self._missing_checks.get(job.job_id, 0) + 1
             self._missing_checks[job.job_id] = checks
@@ -152,7 +153,7 @@ class JobWatcher:
                 await self.db.mark_failed(job.job_id, "lost: not in the queue any more")
                 self.metrics.job_finished("failed", LOST)
                 logger.warning("job lost", extra=extra)
-                await self._edit_status(job, texts.JOB_LOST)
+                await self._edit_status(job, translate(texts.JOB_LOST, job.language))
 
     async def _edit_status(self, job: JobRecord, text: str) -> None:
         if job.status_message_id is None:

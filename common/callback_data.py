@@ -4,11 +4,13 @@
     a:<request_id>            pick all six sources
     s:<request_id>            separate the picked sources
     v:<request_id>:up|down    rate the delivered tracks
-    o:<user_id>:<name>.<value>   choose one of a user's /settings, e.g. ``o:42:format.flac``
+    o:<user_id>:<name>.<value>   choose one of a user's /settings, e.g. ``o:42:format.flac``,
+                                 ``o:42:language.ru``
 
 The number is a request's id, except in ``o:``, where it is the id of the user whose
 settings the message shows (only that user may press its buttons); :data:`SETTINGS` lists
-each setting's values, so a new setting (a language) is one more entry there.
+each setting's values (the output format, the language), so a new setting is one more
+entry there.
 :data:`PATTERNS` holds one regular expression per action: the bot routes presses with them
 (``CallbackQueryHandler(pattern=...)``) and :func:`parse` reads data with the same ones, so
 anything else (stale, forged, garbage) matches no action.
@@ -20,6 +22,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from common.i18n import LANGUAGES
 from separation.formats import OUTPUT_FORMATS
 from separation.tracks import SOURCES
 
@@ -27,7 +30,11 @@ MAX_BYTES = 64
 VOTES = ("up", "down")
 # /settings: each setting's name and the values it takes.
 FORMAT_SETTING = "format"
-SETTINGS: dict[str, tuple[str, ...]] = {FORMAT_SETTING: OUTPUT_FORMATS}
+LANGUAGE_SETTING = "language"
+SETTINGS: dict[str, tuple[str, ...]] = {
+    FORMAT_SETTING: OUTPUT_FORMATS,
+    LANGUAGE_SETTING: LANGUAGES,
+}
 
 
 class Action(StrEnum):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from common.i18n import DEFAULT_LANGUAGE, Language, language
 from separation.formats import DEFAULT_OUTPUT_FORMAT, OutputFormat, output_format
 
 # arq function name of the separation task.
@@ -46,6 +47,9 @@ class SeparationJob:
     artist: str | None = None
     # What the user chose in /settings; payloads from before formats existed lack it.
     output_format: OutputFormat = DEFAULT_OUTPUT_FORMAT
+    # The language the worker speaks in the status message (the user's, resolved by the
+    # bot); payloads from before languages existed lack it: English.
+    language: Language = DEFAULT_LANGUAGE
 
     @property
     def job_id(self) -> str:
@@ -62,6 +66,7 @@ class SeparationJob:
         values = dict(data)
         values["stems"] = tuple(values["stems"])
         values["output_format"] = output_format(values.get("output_format"))
+        values["language"] = language(values.get("language"))
         return cls(**values)
 
 

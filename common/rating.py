@@ -5,9 +5,15 @@ from __future__ import annotations
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from common import callback_data as cd
+from common.i18n import N_, translate
 
 PICKED_MARK = "✅"
-RATING_PROMPT = "How did the separation turn out? Rate it:"
+RATING_PROMPT = N_("How did the separation turn out? Rate it:")
+
+
+def rating_prompt(lang: str = "en") -> str:
+    """The text above the 👍 / 👎 buttons, in ``lang``."""
+    return translate(RATING_PROMPT, lang)
 
 
 def rating_keyboard(request_id: int, chosen: str | None = None) -> InlineKeyboardMarkup:

@@ -85,14 +85,17 @@ class JobRecord:
     audio_seconds: float | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
     output_format: str = "mp3"
+    language: str = "en"
 
 
 @dataclass(frozen=True)
 class UserSettings:
-    """What a user chose in /settings; a user who never chose has the defaults."""
+    """What a user chose in /settings; a user who never chose has the defaults
+    (``language`` ``None``: follow their Telegram language)."""
 
     user_id: int
     output_format: str = "mp3"
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,15 +257,17 @@ class Database:
         status_message_id: int | None,
         queue_position: int | None = None,
         output_format: str = "mp3",
+        language: str = "en",
     ) -> JobRecord:
         """Record a job just enqueued; a job id seen before (re-run of a failed one) restarts."""
         await self._db.execute(
             "INSERT INTO jobs (job_id, request_id, chat_id, user_id, stems, status,"
-            " status_message_id, queue_position, queued_at, output_format)"
-            " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
+            " status_message_id, queue_position, queued_at, output_format, language)"
+            " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)"
             " ON CONFLICT (job_id) DO UPDATE SET status = 'queued',"
             " status_message_id = excluded.status_message_id,"
             " queue_position = excluded.queue_position, queued_at = excluded.queued_at,"
+            " language = excluded.language,"
             " started_at = NULL, finished_at = NULL, tracks = NULL, error = NULL,"
             " audio_seconds = NULL, timings = NULL",
             (
@@ -275,6 +280,7 @@ class Database:
                 queue_position,
                 time.time(),
                 output_format,
+                language,
             ),
         )
         await self._db.commit()
@@ -383,10 +389,10 @@ class Database:
     async def user_settings(self, user_id: int) -> UserSettings:
         """``user_id``'s settings; the defaults when they never changed one."""
         async with self._db.execute(
-            "SELECT output_format FROM user_settings WHERE user_id = ?", (user_id,)
+            "SELECT output_format, language FROM user_settings WHERE user_id = ?", (user_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return UserSettings(user_id) if row is None else UserSettings(user_id, row[0])
+        return UserSettings(user_id) if row is None else UserSettings(user_id, row[0], row[1])
 
     async def set_output_format(self, user_id: int, output_format: str) -> UserSettings:
         """Store the format ``user_id``'s later separations come in; returns the settings."""
@@ -395,6 +401,17 @@ class Database:
             " ON CONFLICT (user_id) DO UPDATE SET output_format = excluded.output_format,"
             " updated_at = excluded.updated_at",
             (user_id, output_format, time.time()),
+        )
+        await self._db.commit()
+        return await self.user_settings(user_id)
+
+    async def set_language(self, user_id: int, language: str | None) -> UserSettings:
+        """Store the language ``user_id`` is spoken to in (``None``: follow Telegram's)."""
+        await self._db.execute(
+            "INSERT INTO user_settings (user_id, language, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id) DO UPDATE SET language = excluded.language,"
+            " updated_at = excluded.updated_at",
+            (user_id, language, time.time()),
         )
         await self._db.commit()
         return await self.user_settings(user_id)

@@ -93,6 +93,13 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE jobs ADD COLUMN output_format TEXT NOT NULL DEFAULT 'mp3';
     """,
+    # 4: the language a user chose in /settings (NULL: follow their Telegram language), and
+    # the language each job speaks (the bot's own edits of its status message use it).
+    """
+    ALTER TABLE user_settings ADD COLUMN language TEXT;
+
+    ALTER TABLE jobs ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

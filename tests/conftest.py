@@ -13,12 +13,19 @@ import pytest
 from common.settings import Settings
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import TEST_TOKEN, FakeBotApi
+from tests.support.i18n import compile_catalogs
 from tests.support.processes import SETTINGS_PREFIXES
 from tests.support.redis_server import RedisServer, redis_client
 from tests.support.stems import write_stem_file
 
 if TYPE_CHECKING:
     from separation import EnsembleSeparator
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The translations compiled from the current .po files (``make i18n-compile``)."""
+    compile_catalogs()
+
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 # The real excerpts where ../shared is beside the checkout; a synthetic file always.

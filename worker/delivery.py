@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from telegram import Bot, InputMediaAudio, ReplyParameters
 
 from common.jobs import SeparationJob
-from common.rating import RATING_PROMPT, rating_keyboard
+from common.rating import rating_keyboard, rating_prompt
 from separation.naming import safe_tag, track_title
 from worker.policy import is_unanswered
 
@@ -247,7 +247,9 @@ async def _send_rating(
 ) -> bool:
     try:
         message = await bot.send_message(
-            job.chat_id, RATING_PROMPT, reply_markup=rating_keyboard(job.request_id)
+            job.chat_id,
+            rating_prompt(job.language),
+            reply_markup=rating_keyboard(job.request_id),
         )
     except Exception as exc:
         if not is_unanswered(exc):

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 
+from common.i18n import translate
 from common.jobs import FailureReason, JobFailed, JobOutcome, SeparationJob
 from common.settings import Settings
 from common.telegram import MB, retry_after_s, upload_limit_bytes
@@ -49,6 +50,7 @@ from separation import (
     plan_tracks,
     probe_audio,
 )
+from separation.audio import NO_AUDIO_MESSAGE
 from worker import texts
 from worker.delivery import (
     AUDIO_SECONDS,
@@ -145,30 +147,33 @@ async def _run_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, An
     ledger = DeliveryLedger(ctx["redis"], ledger_key(job_id, ctx["enqueue_time"]))
     status = StatusMessage(state.bot, job.chat_id, job.status_message_id, state.throttle, extra)
     logger.info("job started", extra={**extra, "try": job_try, "stems": ",".join(job.stems)})
+    lang = job.language
     try:
         return await _serve(JobRun(state, job, ledger, status, extra))
     except JobFailed as exc:
         logger.info("job failed: %s", exc.reason, extra=extra)
-        await status.show(texts.job_failed(exc.user_message))
+        await status.show(texts.job_failed(exc.user_message, lang))
         raise
     except Forbidden as exc:
         # The user blocked the bot or left the chat: nothing can reach them; do not retry.
         logger.info("chat unreachable: %s", exc.message, extra=extra)
-        raise JobFailed(FailureReason.FORBIDDEN, texts.UNDELIVERABLE) from exc
+        raise JobFailed(FailureReason.FORBIDDEN, translate(texts.UNDELIVERABLE, lang)) from exc
     except Exception as exc:
         if is_storage_error(exc):
             # The operator must see this; the user is told to come back, not to change the song.
             logger.error("job stopped, the worker cannot write its files: %s", exc, extra=extra)
-            await status.show(texts.job_failed(texts.STORAGE))
-            raise JobFailed(FailureReason.STORAGE, texts.STORAGE) from exc
+            storage = translate(texts.STORAGE, lang)
+            await status.show(texts.job_failed(storage, lang))
+            raise JobFailed(FailureReason.STORAGE, storage) from exc
         if not is_transient(exc):
             logger.exception("job crashed", extra=extra)
-            await status.show(JOB_CRASHED)
+            await status.show(translate(JOB_CRASHED, lang))
             raise
         if job_try >= state.settings.job_max_tries:
             logger.warning("transient error on the last try: %r", exc, extra=extra)
-            await status.show(texts.job_failed(texts.UNAVAILABLE))
-            raise JobFailed(FailureReason.UNAVAILABLE, texts.UNAVAILABLE) from exc
+            unavailable = translate(texts.UNAVAILABLE, lang)
+            await status.show(texts.job_failed(unavailable, lang))
+            raise JobFailed(FailureReason.UNAVAILABLE, unavailable) from exc
         floor = retry_after_s(exc) if isinstance(exc, RetryAfter) else 0.0
         delay = retry_delay_s(state.settings, job_try, floor)
         logger.warning("transient error, retry in %.1fs: %r", delay, exc, extra=extra)
@@ -181,7 +186,8 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     try:
         tracks = plan_tracks(job.stems)
     except UnknownStemError as exc:
-        raise JobFailed(FailureReason.UNKNOWN_STEMS, exc.user_message) from exc
+        message = translate(texts.UNKNOWN_STEMS, job.language)
+        raise JobFailed(FailureReason.UNKNOWN_STEMS, message) from exc
     # The first try's start: "done in ..." counts the whole job, retries included.
     started_at = float(await ledger.record_once(STARTED_AT, repr(time.time())))
     sent = await ledger.load()
@@ -199,6 +205,7 @@ async def _serve(run: JobRun) -> dict[str, Any]:
         unconfirmed=unconfirmed(recorded),
         as_mp3=sent_as_mp3(recorded),
         upload_limit_mb=upload_limit_bytes(run.state.settings.telegram_local_mode) / MB,
+        lang=job.language,
     )
     done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
@@ -223,13 +230,13 @@ async def _produce_and_deliver(
             with tempfile.TemporaryDirectory(
                 prefix="job-", dir=work_root, ignore_cleanup_errors=True
             ) as tmp:
-                await status.show(texts.DOWNLOADING)
+                await status.show(translate(texts.DOWNLOADING, job.language))
                 mark = time.monotonic()
                 song_path = await _download(run.state.bot, job, Path(tmp) / "input", settings)
                 timings["download_s"] = _since(mark)
 
                 mark = time.monotonic()
-                audio = await _load_audio(song_path, settings)
+                audio = await _load_audio(song_path, settings, job.language)
                 timings["decode_s"] = _since(mark)
                 limit.reschedule(start + job_deadline_s(settings, audio.duration_s))
                 await run.ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
@@ -255,7 +262,7 @@ async def _produce_and_deliver(
                 if encoded.as_mp3:
                     await run.ledger.record(AS_MP3, ",".join(encoded.as_mp3))
 
-                await status.show(texts.UPLOADING)
+                await status.show(translate(texts.UPLOADING, job.language))
                 mark = time.monotonic()
                 await _upload(run, encoded.files, sent)
                 timings["upload_s"] = _since(mark)
@@ -263,7 +270,8 @@ async def _produce_and_deliver(
                 return audio.duration_s
     except TimeoutError as exc:
         if limit.expired():
-            raise JobFailed(FailureReason.TIMEOUT, texts.TIMED_OUT) from exc
+            message = translate(texts.TIMED_OUT, job.language)
+            raise JobFailed(FailureReason.TIMEOUT, message) from exc
         raise
     finally:
         # The stages that finished, whether or not a later one failed.
@@ -275,33 +283,39 @@ def _since(mark: float) -> float:
 
 
 async def _download(bot: Bot, job: SeparationJob, dest: Path, settings: Settings) -> Path:
+    lang = job.language
     try:
         file = await bot.get_file(job.file_id)
     except BadRequest as exc:
         if "too big" in exc.message.lower():
-            raise JobFailed(FailureReason.TELEGRAM_FILE_TOO_BIG, texts.telegram_too_big()) from exc
-        raise JobFailed(FailureReason.FILE_UNAVAILABLE, texts.FILE_UNAVAILABLE) from exc
+            message = texts.telegram_too_big(lang=lang)
+            raise JobFailed(FailureReason.TELEGRAM_FILE_TOO_BIG, message) from exc
+        message = translate(texts.FILE_UNAVAILABLE, lang)
+        raise JobFailed(FailureReason.FILE_UNAVAILABLE, message) from exc
     if file.file_size is not None and file.file_size > settings.max_file_mb * MB:
-        raise JobFailed(FailureReason.FILE_TOO_BIG, too_big(settings.max_file_mb))
+        raise JobFailed(FailureReason.FILE_TOO_BIG, too_big(settings.max_file_mb, lang))
     # The name is ours, not the user's: validity is decided by decoding the content.
     return await file.download_to_drive(dest)
 
 
-async def _load_audio(path: Path, settings: Settings) -> Audio:
+async def _load_audio(path: Path, settings: Settings, lang: str) -> Audio:
     try:
         info = await asyncio.to_thread(probe_audio, path)
         # ffprobe's guess from the bitrate (an mp3 without a Xing header) can be far off;
         # then only the decoded length below may refuse the song.
         if info.duration_s > settings.max_duration_s and not info.duration_estimated:
-            raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s))
+            raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s, lang))
         # A container may declare no duration, or a wrong one: decoding stops at the limit.
         return await asyncio.to_thread(
             decode_audio, path, info, max_duration_s=settings.max_duration_s
         )
     except SongTooLongError as exc:
-        raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s)) from exc
+        message = too_long(settings.max_duration_s, lang)
+        raise JobFailed(FailureReason.TOO_LONG, message) from exc
     except InvalidAudioError as exc:
-        raise JobFailed(FailureReason.INVALID_AUDIO, exc.user_message) from exc
+        no_sound = exc.user_message == NO_AUDIO_MESSAGE
+        message = translate(texts.NO_SOUND if no_sound else texts.INVALID_AUDIO, lang)
+        raise JobFailed(FailureReason.INVALID_AUDIO, message) from exc
 
 
 @contextlib.asynccontextmanager
@@ -315,7 +329,7 @@ async def _device_turn(run: JobRun, limit: asyncio.Timeout) -> AsyncIterator[Non
     lock = run.state.device
     if lock.locked():
         logger.info("waiting for the separator", extra=run.extra)
-        await run.status.show(texts.WAITING_FOR_SEPARATOR)
+        await run.status.show(translate(texts.WAITING_FOR_SEPARATOR, run.job.language))
     loop = asyncio.get_running_loop()
     when = limit.when()
     left = None if when is None else when - loop.time()
@@ -333,7 +347,10 @@ async def _device_turn(run: JobRun, limit: asyncio.Timeout) -> AsyncIterator[Non
 async def _separate(run: JobRun, audio: Audio) -> dict[str, np.ndarray]:
     feed = ProgressFeed()
     cancel = threading.Event()
-    reporter = asyncio.create_task(report_progress(run.status, feed, texts.separating))
+    lang = run.job.language
+    reporter = asyncio.create_task(
+        report_progress(run.status, feed, lambda fraction: texts.separating(fraction, lang))
+    )
     work = asyncio.ensure_future(
         asyncio.to_thread(
             run.state.separator.separate,
@@ -363,16 +380,18 @@ async def _separate(run: JobRun, audio: Audio) -> dict[str, np.ndarray]:
 
 
 async def _upload(run: JobRun, files: Mapping[str, Path], sent: Mapping[str, str]) -> None:
-    extra = run.extra
+    extra, lang = run.extra, run.job.language
     try:
         await deliver_tracks(run.state.bot, run.ledger, run.job, files, sent, extra)
     except Forbidden as exc:
-        raise JobFailed(FailureReason.FORBIDDEN, texts.UNDELIVERABLE) from exc
+        raise JobFailed(FailureReason.FORBIDDEN, translate(texts.UNDELIVERABLE, lang)) from exc
     except BadRequest as exc:
         logger.warning("upload refused: %s", exc.message, extra=extra)
-        raise JobFailed(FailureReason.UPLOAD_REFUSED, texts.UNDELIVERABLE) from exc
+        message = translate(texts.UNDELIVERABLE, lang)
+        raise JobFailed(FailureReason.UPLOAD_REFUSED, message) from exc
     except NetworkError as exc:
         if not is_too_large(exc):
             raise
         logger.warning("upload too large: %s", exc.message, extra=extra)
-        raise JobFailed(FailureReason.UPLOAD_TOO_LARGE, texts.TRACKS_TOO_BIG) from exc
+        message = texts.tracks_too_big(lang)
+        raise JobFailed(FailureReason.UPLOAD_TOO_LARGE, message) from exc

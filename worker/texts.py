@@ -1,47 +1,74 @@
-"""What the separation worker shows in the status message while it serves a job."""
+"""What the separation worker shows in the status message while it serves a job.
+
+Every text is an English gettext msgid rendered in the job's language (``lang``: the
+payload's ``language``, English by default; see :mod:`common.i18n`). Functions take
+``lang``; constants are msgids marked with ``N_``, sent through ``translate(CONST, lang)``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from common.i18n import N_, translate, translator
 from common.telegram import TELEGRAM_DOWNLOAD_LIMIT_MB, TELEGRAM_UPLOAD_LIMIT_MB
 from common.texts import duration_text
 
-DOWNLOADING = "⬇️ Downloading your song…"
-UPLOADING = "⬆️ Sending the tracks…"
+DOWNLOADING = N_("⬇️ Downloading your song…")
+UPLOADING = N_("⬆️ Sending the tracks…")
 # The song is ready; another job of this worker is separating (one at a time per device).
-WAITING_FOR_SEPARATOR = "⏳ Waiting for the separator…"
-TIMED_OUT = (
+WAITING_FOR_SEPARATOR = N_("⏳ Waiting for the separator…")
+TIMED_OUT = N_(
     "it took too long and was stopped. Please try again later (press Separate again) "
     "or send a shorter song."
 )
-UNAVAILABLE = (
+UNAVAILABLE = N_(
     "Telegram could not be reached just now. Please try again in a few minutes: "
     "press Separate again."
 )
-FILE_UNAVAILABLE = "the file could not be fetched from Telegram. Please send it again."
-UNDELIVERABLE = "the tracks could not be sent to this chat."
-STORAGE = (
+FILE_UNAVAILABLE = N_("the file could not be fetched from Telegram. Please send it again.")
+UNDELIVERABLE = N_("the tracks could not be sent to this chat.")
+STORAGE = N_(
     "the server could not store your song just now. Please try again in a few minutes: "
     "press Separate again."
 )
-UNCONFIRMED = (
+UNCONFIRMED = N_(
     "⚠️ Telegram did not confirm that every track arrived. If one is missing, send the song again."
 )
-TRACKS_TOO_BIG = (
-    f"the tracks are over Telegram's {TELEGRAM_UPLOAD_LIMIT_MB} MB upload limit for bots. "
-    "Please send a shorter song."
+INVALID_AUDIO = N_(
+    "This file could not be read as audio. Please send a song as "
+    "mp3, wav, flac, ogg/opus or m4a/aac."
 )
+# Decodable, but no sound (empty or far too short): not a codec problem.
+NO_SOUND = N_(
+    "This file holds no sound to separate: it is empty or far too short. "
+    "Please send a song as mp3, wav, flac, ogg/opus or m4a/aac."
+)
+UNKNOWN_STEMS = N_("Pick at least one of: drums, bass, vocals, guitar, piano, other.")
 
 
-def job_failed(reason: str) -> str:
-    """The final status of a job that failed for a reason the user should read."""
-    return f"❌ Separation failed: {reason}"
+def tracks_too_big(lang: str = "en") -> str:
+    _ = translator(lang).gettext
+    return _(
+        "the tracks are over Telegram's %(limit_mb)s MB upload limit for bots. "
+        "Please send a shorter song."
+    ) % {"limit_mb": TELEGRAM_UPLOAD_LIMIT_MB}
 
 
-def separating(fraction: float) -> str:
+TRACKS_TOO_BIG = tracks_too_big()
+
+
+def job_failed(reason: str, lang: str = "en") -> str:
+    """The final status of a job that failed for a reason the user should read (``reason``
+    already in ``lang``)."""
+    _ = translator(lang).gettext
+    return _("❌ Separation failed: %(reason)s") % {"reason": reason}
+
+
+def separating(fraction: float, lang: str = "en") -> str:
     """The status while the models run."""
-    return f"🎛 Separating… {int(max(0.0, min(1.0, fraction)) * 100)}%"
+    _ = translator(lang).gettext
+    percent = int(max(0.0, min(1.0, fraction)) * 100)
+    return _("🎛 Separating… %(percent)d%%") % {"percent": percent}
 
 
 def done(
@@ -51,29 +78,42 @@ def done(
     unconfirmed: bool = False,
     as_mp3: Sequence[str] = (),
     upload_limit_mb: float = TELEGRAM_UPLOAD_LIMIT_MB,
+    lang: str = "en",
 ) -> str:
     """The final status: done, with the time it took (and a note if an upload went
     unanswered, or if tracks came as MP3 because their FLAC was over the upload limit)."""
-    lines = [f"✅ Done in {duration_text(seconds)}: {tracks} tracks sent."]
+    t = translator(lang)
+    lines = [
+        t.ngettext(
+            "✅ Done in %(duration)s: %(count)d track sent.",
+            "✅ Done in %(duration)s: %(count)d tracks sent.",
+            tracks,
+        )
+        % {"duration": duration_text(seconds, lang), "count": tracks}
+    ]
     if as_mp3:
-        lines.append(sent_as_mp3(as_mp3, upload_limit_mb))
+        lines.append(sent_as_mp3(as_mp3, upload_limit_mb, lang))
     if unconfirmed:
-        lines.append(UNCONFIRMED)
+        lines.append(translate(UNCONFIRMED, lang))
     return "\n".join(lines)
 
 
-def sent_as_mp3(tracks: Sequence[str], upload_limit_mb: float) -> str:
+def sent_as_mp3(tracks: Sequence[str], upload_limit_mb: float, lang: str = "en") -> str:
     """Which tracks came as MP3 because as FLAC they were over the upload limit."""
-    they = "it" if len(tracks) == 1 else "they"
-    return (
-        f"ℹ️ Sent as MP3: {', '.join(tracks)}. As FLAC {they} would be over Telegram's "
-        f"{upload_limit_mb:g} MB upload limit for bots."
-    )
+    t = translator(lang)
+    return t.ngettext(
+        "ℹ️ Sent as MP3: %(tracks)s. As FLAC it would be over Telegram's "
+        "%(limit_mb)s MB upload limit for bots.",
+        "ℹ️ Sent as MP3: %(tracks)s. As FLAC they would be over Telegram's "
+        "%(limit_mb)s MB upload limit for bots.",
+        len(tracks),
+    ) % {"tracks": ", ".join(tracks), "limit_mb": f"{upload_limit_mb:g}"}
 
 
-def telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB) -> str:
+def telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB, lang: str = "en") -> str:
     """Telegram's getFile refused the file: over its download limit for bots."""
-    return (
-        f"the file is over Telegram's {limit_mb} MB download limit for bots. "
-        f"Please send a smaller file (an mp3 under {limit_mb} MB)."
-    )
+    _ = translator(lang).gettext
+    return _(
+        "the file is over Telegram's %(limit_mb)s MB download limit for bots. "
+        "Please send a smaller file (an mp3 under %(limit_mb)s MB)."
+    ) % {"limit_mb": limit_mb}

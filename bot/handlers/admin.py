@@ -7,7 +7,8 @@ import logging
 from telegram import Update
 
 from bot import texts
-from bot.handlers.context import Context, services_of
+from bot.handlers.context import Context, services_of, user_language
+from common.i18n import translate
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +19,9 @@ async def show_stats(update: Update, context: Context) -> None:
     if message is None or user is None:
         return
     services = services_of(context)
+    lang = await user_language(context, user)
     if user.id not in services.settings.admin_ids:
         logger.info("stats refused", extra={"user_id": user.id})
-        await message.reply_text(texts.ADMINS_ONLY)
+        await message.reply_text(translate(texts.ADMINS_ONLY, lang))
         return
-    await message.reply_text(texts.stats_text((await services.db.stats()).to_dict()))
+    await message.reply_text(texts.stats_text((await services.db.stats()).to_dict(), lang))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from telegram import CallbackQuery, Update
+from telegram import CallbackQuery, Update, User
 from telegram.ext import ContextTypes
 
 from bot import texts
 from bot.services import BotServices
+from bot.user_settings import language_of
 from common import callback_data as cd
+from common.i18n import Language, translate
 from storage import Request
 
 logger = logging.getLogger(__name__)
@@ -25,23 +27,32 @@ def services_of(context: Context) -> BotServices:
     return services
 
 
-async def _press_allowed(query: CallbackQuery, context: Context) -> bool:
+async def user_language(context: Context, user: User) -> Language:
+    """The language to speak to ``user`` in: their /settings choice, else Telegram's."""
+    return await language_of(services_of(context).db, user.id, user.language_code)
+
+
+async def _press_allowed(query: CallbackQuery, context: Context, lang: str) -> bool:
     """Whether the presser is within the flood limit; over it, they get an alert."""
     services = services_of(context)
     if services.flood.allow_press(query.from_user.id):
         return True
     limit = services.settings.presses_per_minute
-    await query.answer(texts.too_many_presses(limit), show_alert=True)
+    await query.answer(texts.too_many_presses(limit, lang), show_alert=True)
     return False
 
 
 async def pressed_request(
     update: Update, context: Context
-) -> tuple[CallbackQuery, cd.CallbackData, Request] | None:
-    """The press, its data and its request, or ``None`` after an alert: the request is gone
-    or belongs to another chat (stale, forged), or the presser did not send the song."""
+) -> tuple[CallbackQuery, cd.CallbackData, Request, Language] | None:
+    """The press, its data, its request and the presser's language, or ``None`` after an
+    alert: the request is gone or belongs to another chat (stale, forged), or the presser
+    did not send the song."""
     query = update.callback_query
-    if query is None or not await _press_allowed(query, context):
+    if query is None:
+        return None
+    lang = await user_language(context, query.from_user)
+    if not await _press_allowed(query, context, lang):
         return None
     services = services_of(context)
     data = cd.parse(query.data)
@@ -53,12 +64,12 @@ async def pressed_request(
         # A button is only valid on a message in the request's own chat.
         or (message is not None and message.chat.id != request.chat_id)
     ):
-        await answer_stale(query)
+        await answer_stale(query, lang)
         return None
     if query.from_user.id != request.user_id:
-        await query.answer(texts.NOT_YOUR_SONG, show_alert=True)
+        await query.answer(translate(texts.NOT_YOUR_SONG, lang), show_alert=True)
         return None
-    return query, data, request
+    return query, data, request, lang
 
 
 async def pressed_setting(
@@ -67,26 +78,30 @@ async def pressed_setting(
     """A /settings press and its data, or ``None`` after an alert: garbage, or the settings
     of another user (a /settings message in a group, a forged id)."""
     query = update.callback_query
-    if query is None or not await _press_allowed(query, context):
+    if query is None:
+        return None
+    lang = await user_language(context, query.from_user)
+    if not await _press_allowed(query, context, lang):
         return None
     data = cd.parse(query.data)
     if data is None or data.action is not cd.Action.SETTING:
-        await answer_stale(query)
+        await answer_stale(query, lang)
         return None
     if data.request_id != query.from_user.id:
         logger.info(
             "settings press by another user",
             extra={"user_id": query.from_user.id, "data": (query.data or "")[:64]},
         )
-        await query.answer(texts.NOT_YOUR_SETTINGS, show_alert=True)
+        await query.answer(translate(texts.NOT_YOUR_SETTINGS, lang), show_alert=True)
         return None
     return query, data
 
 
-async def answer_stale(query: CallbackQuery) -> None:
-    """Alert on a button that no longer works, and log what it carried."""
+async def answer_stale(query: CallbackQuery, lang: str = "en") -> None:
+    """Alert on a button that no longer works (in the presser's ``lang``), and log what it
+    carried."""
     logger.info(
         "stale or forged button",
         extra={"user_id": query.from_user.id, "data": (query.data or "")[:64]},
     )
-    await query.answer(texts.STALE_BUTTON, show_alert=True)
+    await query.answer(translate(texts.STALE_BUTTON, lang), show_alert=True)

@@ -6,15 +6,16 @@ import logging
 
 from telegram import Update
 
-from bot.handlers.context import Context, answer_stale
+from bot.handlers.context import Context, answer_stale, user_language
 
 logger = logging.getLogger(__name__)
 
 
 async def unknown_button(update: Update, context: Context) -> None:
     """A button whose data is of no known action: stale, forged or garbage."""
-    if update.callback_query is not None:
-        await answer_stale(update.callback_query)
+    query = update.callback_query
+    if query is not None:
+        await answer_stale(query, await user_language(context, query.from_user))
 
 
 async def log_error(update: object, context: Context) -> None:

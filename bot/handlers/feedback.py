@@ -8,7 +8,8 @@ from telegram import ForceReply, ReplyParameters, Update
 from telegram.ext import filters
 
 from bot import texts
-from bot.handlers.context import Context, pressed_request, services_of
+from bot.handlers.context import Context, pressed_request, services_of, user_language
+from common.i18n import translate
 from common.rating import rating_keyboard
 from common.telegram import edit_message
 from storage import Vote
@@ -24,7 +25,7 @@ async def vote(update: Update, context: Context) -> None:
     pressed = await pressed_request(update, context)
     if pressed is None:
         return
-    query, data, request = pressed
+    query, data, request, lang = pressed
     choice: Vote = "up" if data.arg == "up" else "down"
     services = services_of(context)
     db = services.db
@@ -33,7 +34,9 @@ async def vote(update: Update, context: Context) -> None:
     extra = {"user_id": query.from_user.id, "request_id": request.id}
     logger.info("vote stored", extra={**extra, "vote": choice})
     await query.answer(
-        texts.VOTE_THANKS[choice] if previous in (None, choice) else texts.VOTE_CHANGED
+        translate(
+            texts.VOTE_THANKS[choice] if previous in (None, choice) else texts.VOTE_CHANGED, lang
+        )
     )
     await edit_message(
         query.edit_message_reply_markup(rating_keyboard(request.id, chosen=choice)), extra
@@ -42,8 +45,11 @@ async def vote(update: Update, context: Context) -> None:
         # Replying to the user's own song makes ForceReply target them in groups.
         prompt = await query.get_bot().send_message(
             request.chat_id,
-            texts.WHAT_WENT_WRONG,
-            reply_markup=ForceReply(selective=True, input_field_placeholder="What was wrong?"),
+            translate(texts.WHAT_WENT_WRONG, lang),
+            reply_markup=ForceReply(
+                selective=True,
+                input_field_placeholder=translate(texts.WHAT_WENT_WRONG_PLACEHOLDER, lang),
+            ),
             reply_parameters=ReplyParameters(request.message_id, allow_sending_without_reply=True),
         )
         await db.add_feedback_prompt(
@@ -67,6 +73,7 @@ async def text(update: Update, context: Context) -> None:
     if prompt is not None and prompt[1] == user.id:
         await db.add_comment(prompt[0], user.id, message.text[:MAX_COMMENT_CHARS])
         logger.info("feedback comment stored", extra={"user_id": user.id, "request_id": prompt[0]})
-        await message.reply_text(texts.COMMENT_THANKS, do_quote=True)
+        lang = await user_language(context, user)
+        await message.reply_text(translate(texts.COMMENT_THANKS, lang), do_quote=True)
     elif message.chat.type == "private":
-        await message.reply_text(texts.SEND_A_SONG)
+        await message.reply_text(texts.send_a_song(await user_language(context, user)))

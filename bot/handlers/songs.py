@@ -12,7 +12,7 @@ from bot import texts
 from bot.handlers.context import Context, services_of
 from bot.intake import Refusal, inspect_upload
 from bot.keyboards import picker_keyboard
-from bot.user_settings import output_format_of
+from bot.user_settings import choices_of
 from common.telegram import size_limit_mb
 from storage import NewRequest
 
@@ -48,16 +48,20 @@ async def offer_picker(update: Update, context: Context) -> None:
     )
     if verdict is None or (verdict in _SILENT_IN_GROUPS and message.chat.type != "private"):
         return
+    choices = await choices_of(services.db, user.id, user.language_code)
+    lang = choices.language
     if not services.flood.allow_upload(user.id):
         logger.info("upload over the user's limit", extra={"user_id": user.id})
         if services.flood.warn_once(user.id):
-            reply = texts.too_many_uploads(settings.uploads_per_hour)
+            reply = texts.too_many_uploads(settings.uploads_per_hour, lang)
             await message.reply_text(reply, do_quote=True)
         return
     if isinstance(verdict, Refusal):
         logger.info("upload refused: %s", verdict.value, extra={"user_id": user.id})
         limit_mb = size_limit_mb(settings.max_file_mb, settings.telegram_local_mode)
-        reply = texts.refusal(verdict, limit_mb=limit_mb, max_duration_s=settings.max_duration_s)
+        reply = texts.refusal(
+            verdict, limit_mb=limit_mb, max_duration_s=settings.max_duration_s, lang=lang
+        )
         await message.reply_text(reply, do_quote=True)
         return
     request = await services.db.add_request(
@@ -68,10 +72,9 @@ async def offer_picker(update: Update, context: Context) -> None:
             **dataclasses.asdict(verdict),
         )
     )
-    fmt = await output_format_of(services.db, user.id)
     picker = await message.reply_text(
-        texts.picker_text(request.song_name, (), fmt),
-        reply_markup=picker_keyboard(request.id, ()),
+        texts.picker_text(request.song_name, (), choices.output_format, lang),
+        reply_markup=picker_keyboard(request.id, (), lang),
         do_quote=True,
     )
     await services.db.set_picker_message(request.id, picker.message_id)

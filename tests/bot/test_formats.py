@@ -48,7 +48,8 @@ async def open_settings(api: FakeBotApi, user_id: int) -> ChatMessage:
 
 
 def format_buttons(message: ChatMessage) -> list[str]:
-    return [button.text for button in message.buttons]
+    """The format row of /settings (the language row follows it)."""
+    return [button.text for button in message.buttons][:2]
 
 
 async def choose(api: FakeBotApi, user_id: int, settings_message: ChatMessage, label: str) -> None:

@@ -508,6 +508,10 @@ class FakeBotApi:
         """The bot's command list for the default scope and language (setMyCommands)."""
         return self._commands.default_menu()
 
+    def commands_for(self, *, language_code: str) -> list[dict[str, Any]]:
+        """The bot's command list for the default scope and ``language_code``."""
+        return self._commands.menu(language_code)
+
     # -- fault injection -----------------------------------------------------------------
 
     def fail_next(

@@ -27,8 +27,13 @@ class CommandMenus:
 
     def default_menu(self) -> list[dict[str, Any]]:
         """The list for the default scope and language (a copy)."""
+        return self.menu("")
+
+    def menu(self, language_code: str) -> list[dict[str, Any]]:
+        """The list for the default scope and ``language_code`` ("": all languages)."""
         with self._lock:
-            return copy.deepcopy(self._commands.get(_commands_key({}), []))
+            key = _commands_key({"language_code": language_code})
+            return copy.deepcopy(self._commands.get(key, []))
 
     def _set_my_commands(self, call: MethodCall) -> bool:
         commands = call.params.get("commands")
