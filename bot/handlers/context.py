@@ -32,14 +32,19 @@ async def user_language(context: Context, user: User) -> Language:
     return await language_of(services_of(context).db, user.id, user.language_code)
 
 
-async def _press_allowed(query: CallbackQuery, context: Context, lang: str) -> bool:
-    """Whether the presser is within the flood limit; over it, they get an alert."""
+async def _allowed_press(update: Update, context: Context) -> tuple[CallbackQuery, Language] | None:
+    """The press and the presser's language, or ``None``: no press, or one over the
+    presser's flood limit (they get an alert)."""
+    query = update.callback_query
+    if query is None:
+        return None
+    lang = await user_language(context, query.from_user)
     services = services_of(context)
     if services.flood.allow_press(query.from_user.id):
-        return True
+        return query, lang
     limit = services.settings.presses_per_minute
     await query.answer(texts.too_many_presses(limit, lang), show_alert=True)
-    return False
+    return None
 
 
 async def pressed_request(
@@ -48,12 +53,10 @@ async def pressed_request(
     """The press, its data, its request and the presser's language, or ``None`` after an
     alert: the request is gone or belongs to another chat (stale, forged), or the presser
     did not send the song."""
-    query = update.callback_query
-    if query is None:
+    allowed = await _allowed_press(update, context)
+    if allowed is None:
         return None
-    lang = await user_language(context, query.from_user)
-    if not await _press_allowed(query, context, lang):
-        return None
+    query, lang = allowed
     services = services_of(context)
     data = cd.parse(query.data)
     request = None if data is None else await services.db.get_request(data.request_id)
@@ -77,12 +80,10 @@ async def pressed_setting(
 ) -> tuple[CallbackQuery, cd.CallbackData] | None:
     """A /settings press and its data, or ``None`` after an alert: garbage, or the settings
     of another user (a /settings message in a group, a forged id)."""
-    query = update.callback_query
-    if query is None:
+    allowed = await _allowed_press(update, context)
+    if allowed is None:
         return None
-    lang = await user_language(context, query.from_user)
-    if not await _press_allowed(query, context, lang):
-        return None
+    query, lang = allowed
     data = cd.parse(query.data)
     if data is None or data.action is not cd.Action.SETTING:
         await answer_stale(query, lang)
