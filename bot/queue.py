@@ -194,6 +194,10 @@ class QueueClient:
                 states[job_id] = JobState("running")
             elif job_id in positions:
                 states[job_id] = JobState("queued", position=positions[job_id])
+            elif job_id in members:
+                # Taken by a worker between the two reads: in the queue and running now.
+                # (Only a job in none of the first read's answers is missing.)
+                states[job_id] = JobState("running")
             else:
                 states[job_id] = JobState("missing")
         return QueueSnapshot(states, waiting=len(waiting))

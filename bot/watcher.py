@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from telegram import Bot
 
@@ -29,8 +30,10 @@ from storage import Database, JobRecord
 
 logger = logging.getLogger(__name__)
 
-# A job must be missing from Redis this many checks in a row before it counts as lost.
+# A job must be missing from Redis this many checks in a row, and for this long, before it
+# counts as lost: one read can miss a job that moves between the queue's keys as it is read.
 LOST_AFTER_CHECKS = 2
+LOST_AFTER_S = 3.0
 
 
 class JobWatcher:
@@ -49,8 +52,10 @@ class JobWatcher:
         self.bot = bot
         self.interval_s = interval_s
         self.metrics = metrics if metrics is not None else BotMetrics()
-        self._missing_checks: dict[str, int] = {}
+        # Job id -> (checks in a row that found it missing, when the first of them ran).
+        self._missing: dict[str, tuple[int, float]] = {}
         self._queue_down = False
+        self.passes = 0  # checks finished so far, failed ones included
 
     async def run(self) -> None:
         while True:
@@ -60,6 +65,7 @@ class JobWatcher:
                 raise
             except Exception:
                 logger.exception("job watcher check failed")
+            self.passes += 1
             await asyncio.sleep(self.interval_s)
 
     async def check_once(self) -> None:
@@ -106,7 +112,7 @@ class JobWatcher:
     async def _apply(self, job: JobRecord, state: JobState) -> None:
         extra = {"job_id": job.job_id, "user_id": job.user_id}
         if state.state != "missing":
-            self._missing_checks.pop(job.job_id, None)
+            self._missing.pop(job.job_id, None)
         if state.state == "running":
             if job.status == "queued":
                 await self.db.mark_running(job.job_id)
@@ -146,10 +152,10 @@ class JobWatcher:
                 # The worker died or gave up without telling the user.
                 await self._edit_status(job, translate(JOB_CRASHED, job.language))
         else:
-            checks = self._missing_checks.get(job.job_id, 0) + 1
-            self._missing_checks[job.job_id] = checks
-            if checks >= LOST_AFTER_CHECKS:
-                del self._missing_checks[job.job_id]
+            checks, since = self._missing.get(job.job_id, (0, time.monotonic()))
+            self._missing[job.job_id] = (checks + 1, since)
+            if checks + 1 >= LOST_AFTER_CHECKS and time.monotonic() - since >= LOST_AFTER_S:
+                del self._missing[job.job_id]
                 await self.db.mark_failed(job.job_id, "lost: not in the queue any more")
                 self.metrics.job_finished("failed", LOST)
                 logger.warning("job lost", extra=extra)

@@ -385,6 +385,34 @@ async def test_job_lost_from_redis_is_reported_and_can_be_started_again(
         assert job is not None and job.status == "queued"
 
 
+async def test_a_job_missing_from_redis_only_briefly_is_not_reported_lost(
+    service_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    redis_url: str,
+) -> None:
+    settings = service_settings()
+    job_id = separation_job_id(1, ["piano"])
+    async with running_bot(settings) as bot:
+        sent = fake_bot_api.send_audio(USER, song)
+        await pick_and_separate(fake_bot_api, USER, sent, ["piano"])
+        watcher = bot.services.watcher
+        assert watcher is not None
+        with redis_client(redis_url) as client:
+            [(member, score)] = client.zrange("arq:queue", 0, -1, withscores=True)
+            # Gone from every key the watcher reads, for several of its checks (0.1 s)...
+            client.zrem("arq:queue", member)
+            passes = watcher.passes
+            await async_wait_until(lambda: watcher.passes >= passes + 5, what="five checks")
+            client.zadd("arq:queue", {member: score})  # ...then back, as after a misread
+        await async_wait_until(
+            lambda: watcher.passes >= passes + 40, timeout=30, what="about 4 s of checks"
+        )
+        assert not fake_bot_api.last_message(USER, containing=texts.JOB_LOST)
+        job = await bot.services.db.get_job(job_id)
+        assert job is not None and job.status == "queued"
+
+
 async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
     service_settings: Callable[..., Settings],
     fake_bot_api: FakeBotApi,
