@@ -14,7 +14,7 @@ from typing import Any
 from bot.intake import Refusal
 from bot.separations import NotStarted
 from common.i18n import LANGUAGE_NAMES, N_, language, translate, translator
-from common.texts import duration_text, too_big, too_long
+from common.texts import accepted_formats, duration_text, too_big, too_long
 from separation.formats import OutputFormat
 from separation.tracks import plan_tracks
 
@@ -28,12 +28,6 @@ FORMAT_LABELS: dict[OutputFormat, str] = {
 
 def format_label(output_format: OutputFormat, lang: str = "en") -> str:
     return translate(FORMAT_LABELS[output_format], lang)
-
-
-def accepted_formats(lang: str = "en") -> str:
-    """The audio formats a song may come in, as a phrase."""
-    _ = translator(lang).gettext
-    return _("mp3, wav, flac, ogg/opus or m4a/aac")
 
 
 # The picker's All and Separate buttons (their texts contain `All` and `Separate` in every

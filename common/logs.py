@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 # Telegram tokens look like "<digits>:<35 url-safe chars>"; test tokens can be shorter,
 # but not as short as the "<request id>:<stem>" part of a job id ("sep:1234:vocals").
@@ -144,7 +144,8 @@ def _arq_job_id(message: str) -> str | None:
     return ref.rsplit(":", 1)[0] if ":" in ref else None
 
 
-LOG_FORMATS = ("auto", "console", "json")
+LogFormat = Literal["auto", "console", "json"]
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 
 
 def resolved_format(log_format: str, stream: TextIO | None = None) -> str:

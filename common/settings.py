@@ -10,14 +10,16 @@ Every variable is ``DEMIX_<FIELD>``, except the ones DESIGN.md pins under other 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.logs import LogFormat
 from separation.config import (
     DEFAULT_BLEND_WEIGHTS,
     DEFAULT_MODELS,
+    Precision,
     SeparatorConfig,
     check_precision,
 )
@@ -60,7 +62,7 @@ class Settings(BaseSettings):
     shifts: int = Field(0, ge=0, le=10)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     batch_size: int = Field(0, ge=0, le=64)  # 0: picked for the device
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     cache_dir: Path = Path("data/cache")
     cache_max_mb: int = Field(20_000, ge=0)
 
@@ -92,7 +94,7 @@ class Settings(BaseSettings):
 
     # Logging: console lines on a terminal, JSON lines otherwise (auto), or either always
     log_level: str = "INFO"
-    log_format: Literal["auto", "console", "json"] = "auto"
+    log_format: LogFormat = "auto"
 
     @classmethod
     def env_names(cls) -> dict[str, str]:

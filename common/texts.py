@@ -10,6 +10,12 @@ from __future__ import annotations
 from common.i18n import N_, translator
 
 
+def accepted_formats(lang: str = "en") -> str:
+    """The audio formats a song may come in, as a phrase."""
+    _ = translator(lang).gettext
+    return _("mp3, wav, flac, ogg/opus or m4a/aac")
+
+
 def duration_text(seconds: float, lang: str = "en") -> str:
     """``"45 s"``, ``"3 min"``, ``"15 min 30 s"``."""
     _ = translator(lang).gettext

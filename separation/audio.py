@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from separation.errors import ACCEPTED_FORMATS, InvalidAudioError, SongTooLongError
+from separation.errors import InvalidAudioError, NoSoundError, SongTooLongError
 from separation.formats import (
     DEFAULT_OUTPUT_FORMAT,
     FLAC_BITS,
@@ -31,10 +31,6 @@ logger = logging.getLogger(__name__)
 
 SAMPLERATE = 44100
 
-NO_AUDIO_MESSAGE = (
-    "This file holds no sound to separate: it is empty or far too short. "
-    f"Please send a song as {ACCEPTED_FORMATS}."
-)
 # A decoded length this much shorter than the container declares means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_RATIO = 0.9
@@ -252,9 +248,7 @@ def decode_audio(
             raise InvalidAudioError(
                 f"{path}: no audio samples decoded of {info.duration_s:.2f}s declared"
             )
-        # Decodable but empty, or far too short to resample: "could not be read" would
-        # send the user looking for a codec problem that is not there.
-        raise InvalidAudioError(f"{path}: no audio samples", NO_AUDIO_MESSAGE)
+        raise NoSoundError(f"{path}: no audio samples")
     interleaved = np.frombuffer(raw, dtype=np.float32, count=frames * out_channels)
     del result
     if max_duration_s is not None and frames > max_duration_s * SAMPLERATE:

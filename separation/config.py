@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal, get_args
 
 from separation.tracks import SOURCES
 
@@ -18,7 +19,8 @@ DEFAULT_BLEND_WEIGHTS: Mapping[str, float] = MappingProxyType(
 )
 
 # Network precision: ``auto`` is bf16 on a CUDA device that supports it, else fp32.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,19 @@ class InvalidAudioError(SeparationError):
     )
 
 
+class NoSoundError(InvalidAudioError):
+    """The content decodes, but to no samples: an empty file, or one too short to resample.
+
+    Told apart from an undecodable file, which would send the user looking for a codec
+    problem that is not there.
+    """
+
+    default_user_message = (
+        "This file holds no sound to separate: it is empty or far too short. "
+        f"Please send a song as {ACCEPTED_FORMATS}."
+    )
+
+
 class SongTooLongError(SeparationError):
     """The decoded song is longer than the duration limit; decoding stopped at the limit.
 

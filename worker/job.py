@@ -44,13 +44,13 @@ from separation import (
     Audio,
     EnsembleSeparator,
     InvalidAudioError,
+    NoSoundError,
     SongTooLongError,
     UnknownStemError,
     decode_audio,
     plan_tracks,
     probe_audio,
 )
-from separation.audio import NO_AUDIO_MESSAGE
 from worker import texts
 from worker.delivery import (
     AUDIO_SECONDS,
@@ -313,8 +313,8 @@ async def _load_audio(path: Path, settings: Settings, lang: str) -> Audio:
         message = too_long(settings.max_duration_s, lang)
         raise JobFailed(FailureReason.TOO_LONG, message) from exc
     except InvalidAudioError as exc:
-        no_sound = exc.user_message == NO_AUDIO_MESSAGE
-        message = translate(texts.NO_SOUND if no_sound else texts.INVALID_AUDIO, lang)
+        no_sound = isinstance(exc, NoSoundError)
+        message = texts.no_sound(lang) if no_sound else texts.invalid_audio(lang)
         raise JobFailed(FailureReason.INVALID_AUDIO, message) from exc
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from common.i18n import N_, translate, translator
 from common.telegram import TELEGRAM_DOWNLOAD_LIMIT_MB, TELEGRAM_UPLOAD_LIMIT_MB
-from common.texts import duration_text
+from common.texts import accepted_formats, duration_text
 
 DOWNLOADING = N_("⬇️ Downloading your song…")
 UPLOADING = N_("⬆️ Sending the tracks…")
@@ -33,15 +33,6 @@ STORAGE = N_(
 )
 UNCONFIRMED = N_(
     "⚠️ Telegram did not confirm that every track arrived. If one is missing, send the song again."
-)
-INVALID_AUDIO = N_(
-    "This file could not be read as audio. Please send a song as "
-    "mp3, wav, flac, ogg/opus or m4a/aac."
-)
-# Decodable, but no sound (empty or far too short): not a codec problem.
-NO_SOUND = N_(
-    "This file holds no sound to separate: it is empty or far too short. "
-    "Please send a song as mp3, wav, flac, ogg/opus or m4a/aac."
 )
 UNKNOWN_STEMS = N_("Pick at least one of: drums, bass, vocals, guitar, piano, other.")
 
@@ -117,3 +108,20 @@ def telegram_too_big(limit_mb: int = TELEGRAM_DOWNLOAD_LIMIT_MB, lang: str = "en
         "the file is over Telegram's %(limit_mb)s MB download limit for bots. "
         "Please send a smaller file (an mp3 under %(limit_mb)s MB)."
     ) % {"limit_mb": limit_mb}
+
+
+def invalid_audio(lang: str = "en") -> str:
+    """The song did not decode."""
+    _ = translator(lang).gettext
+    return _("This file could not be read as audio. Please send a song as %(formats)s.") % {
+        "formats": accepted_formats(lang)
+    }
+
+
+def no_sound(lang: str = "en") -> str:
+    """The song decoded to nothing (empty or far too short): not a codec problem."""
+    _ = translator(lang).gettext
+    return _(
+        "This file holds no sound to separate: it is empty or far too short. "
+        "Please send a song as %(formats)s."
+    ) % {"formats": accepted_formats(lang)}

@@ -12,13 +12,13 @@ import pytest
 from separation import (
     SAMPLERATE,
     InvalidAudioError,
+    NoSoundError,
     SongTooLongError,
     decode_audio,
     encode_tracks,
     probe_audio,
 )
 from separation import audio as audio_module
-from separation.audio import NO_AUDIO_MESSAGE
 from tests.support.audio import decode, make_song, music_like, write_audio
 
 # Encoders may round the length to their frame size; gapless decoding keeps this small.
@@ -140,9 +140,8 @@ def test_a_file_too_short_to_resample_holds_no_audio(
     another rate than 44.1 kHz is refused as holding no sound, not as unreadable."""
     one = np.full((channels, 1), 0.5, np.float32)
     path = write_audio(tmp_path / f"one{suffix}", one, samplerate)
-    with pytest.raises(InvalidAudioError) as refused:
+    with pytest.raises(NoSoundError):
         decode_audio(path)
-    assert refused.value.user_message == NO_AUDIO_MESSAGE
 
 
 def test_wav_at_44k1_decodes_sample_exact(tmp_path: Path) -> None:
@@ -270,10 +269,9 @@ def test_bad_input_raises_invalid_audio_with_a_user_message(
 
 def test_zero_length_wav_is_invalid(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "nothing.wav", np.zeros((2, 0), np.float32), 44100)
-    with pytest.raises(InvalidAudioError) as refused:
+    with pytest.raises(NoSoundError) as refused:
         decode_audio(path)
-    assert refused.value.user_message == NO_AUDIO_MESSAGE
-    assert "mp3" in NO_AUDIO_MESSAGE
+    assert "mp3" in refused.value.user_message
 
 
 def _lag(reference: np.ndarray, other: np.ndarray, max_lag: int = 3000) -> int:
