@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TypeAlias
 
 import numpy as np
 
@@ -41,6 +44,9 @@ DECODE_TIMEOUT_BASE_S = 30.0
 DECODE_TIMEOUT_PER_AUDIO_S = 0.2
 # ffmpeg stops this far past the duration limit, so "longer than the limit" is seen.
 _OVER_LIMIT_MARGIN_S = 1.0
+# Bytes per block read from the decoder: above glibc's largest mmap threshold (32 MiB), so
+# each block is its own mapping, returned to the system when freed.
+_DECODE_BLOCK_BYTES = 64 << 20
 # Samples per block written to an encoder (about 1.5 s).
 _ENCODE_BLOCK = 1 << 16
 
@@ -85,6 +91,34 @@ class Audio:
     def duration_s(self) -> float:
         """The decoded duration in seconds."""
         return self.samples.shape[1] / SAMPLERATE
+
+
+@dataclass(frozen=True)
+class RawTrack:
+    """A track spilled to disk as raw float32 interleaved stereo at 44.1 kHz (ffmpeg's
+    ``f32le``), so a long song's tracks need not all be in memory at once.
+
+    Attributes:
+        path: the file.
+        frames: its length in samples per channel.
+    """
+
+    path: Path
+    frames: int
+
+    def read(self) -> np.ndarray:
+        """The whole track as a float32 ``(2, frames)`` array."""
+        interleaved = np.fromfile(self.path, dtype=np.float32, count=2 * self.frames)
+        return np.ascontiguousarray(interleaved.reshape(self.frames, 2).T)
+
+
+Track: TypeAlias = np.ndarray | RawTrack
+"""A track's samples: in memory (float32 ``(2, n)``) or spilled to disk."""
+
+
+def track_frames(track: Track) -> int:
+    """A track's length in samples per channel."""
+    return track.frames if isinstance(track, RawTrack) else int(track.shape[1])
 
 
 def _tag(tags: Mapping[str, str], name: str) -> str | None:
@@ -168,6 +202,74 @@ def _run_bounded(
         raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s") from exc
 
 
+def _decode_pcm(
+    cmd: list[str], *, channels: int, timeout_s: float, path: Path
+) -> tuple[int, bytes, np.ndarray | None]:
+    """Run the decoder ``cmd`` (float32 samples of ``channels`` on its stdout) within
+    ``timeout_s``: its exit status, its stderr, and the samples as float32 ``(2, n)`` (mono
+    on both rows), or None when some are not finite.
+
+    The output is read in blocks, then moved block by block into the song's array, each
+    block freed as it is moved, so the song is held about once, not twice.
+
+    Raises:
+        InvalidAudioError: the decoder ran past ``timeout_s`` (it is killed).
+    """
+    timed_out = threading.Event()
+    blocks: list[tuple[np.ndarray, int]] = []
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+        )
+
+        def kill() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout_s, kill)
+        timer.start()
+        try:
+            reader = process.stdout
+            assert isinstance(reader, io.BufferedReader)
+            while True:
+                block = np.empty(_DECODE_BLOCK_BYTES // 4, dtype=np.float32)
+                view = block.data.cast("B")
+                filled = 0
+                while filled < len(view) and (got := reader.readinto(view[filled:])):
+                    filled += got
+                del view
+                blocks.append((block, filled))
+                if filled < _DECODE_BLOCK_BYTES:
+                    break
+            status = process.wait()
+        finally:
+            timer.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if timed_out.is_set():
+            # A file that takes this long is not a song we serve.
+            raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s")
+        errors.seek(0)
+        stderr = errors.read()
+    frames = sum(filled for _, filled in blocks) // (4 * channels)
+    samples = np.empty((2, frames), dtype=np.float32)
+    at = 0
+    while blocks:
+        block, filled = blocks.pop(0)
+        count = min(filled // (4 * channels), frames - at)
+        data = block[: count * channels]
+        if not np.isfinite(data).all():
+            return status, stderr, None
+        # Blocks hold whole frames: their size is a multiple of the frame's.
+        samples[:, at : at + count] = data.reshape(count, channels).T
+        at += count
+        del block, data
+    return status, stderr, samples
+
+
 def _last_line(stderr: bytes) -> str:
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     return lines[-1] if lines else "no message"
@@ -215,7 +317,7 @@ def decode_audio(
     out_channels = 1 if info.channels == 1 else 2
     limit = [] if max_duration_s is None else ["-t", str(max_duration_s + _OVER_LIMIT_MARGIN_S)]
     expected_s = max_duration_s or info.duration_s or 3600.0
-    result = _run_bounded(
+    status, stderr, samples = _decode_pcm(
         [
             "ffmpeg",
             "-nostdin",
@@ -236,34 +338,25 @@ def decode_audio(
             str(out_channels),
             "pipe:1",
         ],
+        channels=out_channels,
         timeout_s=DECODE_TIMEOUT_BASE_S + DECODE_TIMEOUT_PER_AUDIO_S * expected_s,
         path=path,
     )
-    if result.returncode != 0:
-        raise InvalidAudioError(f"{path}: ffmpeg failed: {_last_line(result.stderr)}")
-    raw = result.stdout
-    frames = len(raw) // (4 * out_channels)
+    if status != 0:
+        raise InvalidAudioError(f"{path}: ffmpeg failed: {_last_line(stderr)}")
+    if samples is None:
+        raise InvalidAudioError(f"{path}: decoded samples are not finite")
+    frames = samples.shape[1]
     if frames == 0:
         if info.duration_s >= _TRUNCATION_TOLERANCE_S:
             raise InvalidAudioError(
                 f"{path}: no audio samples decoded of {info.duration_s:.2f}s declared"
             )
         raise NoSoundError(f"{path}: no audio samples")
-    interleaved = np.frombuffer(raw, dtype=np.float32, count=frames * out_channels)
-    del result
     if max_duration_s is not None and frames > max_duration_s * SAMPLERATE:
         raise SongTooLongError(
             f"{path}: longer than {max_duration_s:g}s (stopped decoding there)", max_duration_s
         )
-    if out_channels == 1:
-        samples = np.repeat(interleaved[None, :], 2, axis=0)
-    else:
-        # A copy even for one frame, whose transpose is already contiguous: a view would
-        # leave the samples read-only, over ffmpeg's output buffer.
-        samples = interleaved.reshape(frames, 2).T.copy()
-    del raw, interleaved
-    if not np.isfinite(samples).all():
-        raise InvalidAudioError(f"{path}: decoded samples are not finite")
     decoded_s = frames / SAMPLERATE
     if (
         info.duration_s
@@ -278,7 +371,7 @@ def decode_audio(
 
 
 def encode_tracks(
-    tracks: Mapping[str, np.ndarray],
+    tracks: Mapping[str, Track],
     out_dir: Path,
     song_name: str,
     *,
@@ -305,7 +398,8 @@ def encode_tracks(
     sum); those peaks are clipped in FLAC.
 
     Args:
-        tracks: track name to float32 array ``(2, n)`` at 44.1 kHz.
+        tracks: track name to float32 array ``(2, n)`` at 44.1 kHz, or to a
+            :class:`RawTrack` that ffmpeg reads from disk itself.
         out_dir: the folder to write; created if missing.
         song_name: a name made safe by :func:`separation.naming.safe_song_name`.
         artist: the artist tag to carry over.
@@ -349,11 +443,12 @@ _CODEC_ARGS: dict[str, list[str]] = {
 
 
 def _encode_one(
-    samples: np.ndarray, path: Path, title: str, artist: str | None, fmt: OutputFormat
+    samples: Track, path: Path, title: str, artist: str | None, fmt: OutputFormat
 ) -> Path:
-    if samples.ndim != 2 or samples.shape[0] != 2:
+    if not isinstance(samples, RawTrack) and (samples.ndim != 2 or samples.shape[0] != 2):
         raise ValueError(f"a track is a (2, n) array, got shape {samples.shape}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    source = str(samples.path) if isinstance(samples, RawTrack) else "pipe:0"
     cmd = [
         "ffmpeg",
         "-nostdin",
@@ -367,7 +462,7 @@ def _encode_one(
         "-ac",
         "2",
         "-i",
-        "pipe:0",
+        source,
         *_CODEC_ARGS[fmt],
         "-metadata",
         f"title={title}",
@@ -377,22 +472,12 @@ def _encode_one(
     cmd += ["-f", fmt, str(tmp)]
     try:
         with tempfile.TemporaryFile() as errors:
-            process = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors
-            )
-            assert process.stdin is not None
-            try:
-                # Fed in blocks: interleaving a whole song at once would cost one more copy
-                # of it per encoder running.
-                for start in range(0, samples.shape[1], _ENCODE_BLOCK):
-                    block = samples[:, start : start + _ENCODE_BLOCK]
-                    process.stdin.write(np.ascontiguousarray(block.T, dtype=np.float32).data)
-            except BrokenPipeError:
-                pass  # ffmpeg stopped early; its status and message say why
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    process.stdin.close()
-            status = process.wait()
+            if isinstance(samples, RawTrack):
+                status = subprocess.run(
+                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors
+                ).returncode
+            else:
+                status = _encode_from_memory(cmd, samples, errors)
             if status != 0:
                 errors.seek(0)
                 message = _last_line(errors.read())
@@ -403,11 +488,29 @@ def _encode_one(
                         raise OSError(code, f"ffmpeg could not write {path.name}: {message}")
                 raise RuntimeError(f"ffmpeg could not encode {path.name}: {message}")
         if fmt == "mp3":
-            _fix_gapless_padding(tmp, samples.shape[1])
+            _fix_gapless_padding(tmp, track_frames(samples))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _encode_from_memory(cmd: list[str], samples: np.ndarray, errors: IO[bytes]) -> int:
+    """Run the encoder ``cmd`` fed ``samples`` on its stdin; its exit status."""
+    process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+    assert process.stdin is not None
+    try:
+        # Fed in blocks: interleaving a whole song at once would cost one more copy of it
+        # per encoder running.
+        for start in range(0, samples.shape[1], _ENCODE_BLOCK):
+            block = samples[:, start : start + _ENCODE_BLOCK]
+            process.stdin.write(np.ascontiguousarray(block.T, dtype=np.float32).data)
+    except BrokenPipeError:
+        pass  # ffmpeg stopped early; its status and message say why
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
+    return process.wait()
 
 
 # MPEG-1 Layer III, all ffmpeg writes at 44.1 kHz: kbit/s by bitrate index, Hz by rate index.

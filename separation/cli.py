@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from separation.audio import decode_audio, encode_tracks
@@ -31,9 +32,15 @@ def run_separate(file: Path, stems: str, out: Path, config: SeparatorConfig) -> 
             return 2
         audio = decode_audio(file)
         separator = EnsembleSeparator(config)
-        tracks = separator.separate(audio, picked, progress=_progress_bar())
         song_name = safe_song_name(file.name)
-        written = encode_tracks(tracks, out, song_name, artist=audio.info.artist)
+        out.mkdir(parents=True, exist_ok=True)
+        # The tracks go through raw files beside the output, so a long song's tracks need
+        # not fit in memory.
+        with tempfile.TemporaryDirectory(prefix=".demix-", dir=out) as raw_dir:
+            tracks = separator.separate_to_files(
+                audio, picked, Path(raw_dir), progress=_progress_bar()
+            )
+            written = encode_tracks(tracks, out, song_name, artist=audio.info.artist)
     except (InvalidAudioError, UnknownStemError) as exc:
         print(f"demix separate: error: {exc.user_message} ({exc})", file=sys.stderr)
         return 2

@@ -35,11 +35,11 @@ class SeparatorConfig:
         device: ``auto`` (cuda, else mps, else cpu), ``cuda``, ``cuda:N``, ``mps`` or ``cpu``.
         blend_weights: per source, the fraction taken from model A (0..1); B gives the rest.
             Sources left out keep their default.
-        shifts: demucs's random-shift averaging (0 = deterministic, fastest).
+        shifts: demucs's random-shift averaging: that many passes per sub-model, each
+            over the song shifted by up to half a second (0 = deterministic, fastest).
         overlap: overlap between consecutive chunks (0 <= overlap < 1).
         batch_size: chunks of one sub-model stacked into one forward pass; 0 picks one for
             the device (what fits its free memory on CUDA, the measured best on CPU).
-            Applies with ``shifts=0``; with random shifts chunks go one at a time.
         precision: the network's arithmetic: ``fp32``, ``bf16`` or ``fp16`` (autocast
             around the forward pass; STFT, iSTFT and the cross-fade stay float32), or
             ``auto``: bf16 on a CUDA device that supports it, else fp32. fp16 is refused

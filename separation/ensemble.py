@@ -12,28 +12,35 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
 import yaml
 
-from separation.audio import SAMPLERATE, Audio
-from separation.cache import SourceCache, audio_digest
+from separation.audio import SAMPLERATE, Audio, RawTrack
+from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
 from separation.config import SeparatorConfig, check_precision
 from separation.errors import ModelUnavailableError, SeparationCancelled
 from separation.mixing import assemble_tracks
-from separation.tracks import SOURCES, sources_to_estimate
+from separation.tracks import SOURCES, plan_tracks, sources_to_estimate
 
 logger = logging.getLogger(__name__)
 
 # demucs's STFT front end needs some samples; shorter songs are zero-padded, then trimmed.
 _MIN_SAMPLES = SAMPLERATE
-# Bump when the stored estimates would change for the same song, models and settings.
-_CACHE_FORMAT = "v1"
+# Bump when the stored estimates would change for the same song, models and settings, or
+# their layout on disk (v2: frame-interleaved, so a song streams in and out).
+_CACHE_FORMAT = "v2"
+# Frames per block while the song's statistics are summed (about 3 s).
+_STATS_BLOCK = 1 << 17
+# Frames per span handed on when every estimate comes from the cache (about 10 s).
+_FLUSH_FRAMES = 10 * SAMPLERATE
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -144,7 +151,8 @@ class EnsembleSeparator:
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> dict[str, np.ndarray]:
-        """Separate ``audio`` into the tracks of DESIGN.md's table for the pick ``stems``.
+        """Separate ``audio`` into the tracks of DESIGN.md's table for the pick ``stems``,
+        in memory (see :meth:`separate_to_files` for long songs).
 
         Args:
             audio: the decoded song.
@@ -166,13 +174,49 @@ class EnsembleSeparator:
             ValueError: ``audio.samples`` is not a non-empty ``(2, n)`` array.
         """
         stems = list(stems)
-        needed = sources_to_estimate(stems)
-        mix = np.ascontiguousarray(audio.samples, dtype=np.float32)
-        if mix.ndim != 2 or mix.shape[0] != 2 or mix.shape[1] == 0:
-            raise ValueError(f"audio samples are a non-empty (2, n) array, not {mix.shape}")
-        with self._lock:
-            estimates = self._estimate(mix, needed, progress, should_cancel)
-        return assemble_tracks(mix, estimates, stems)
+        mix = _checked_mix(audio)
+        sink = _ArraySink(plan_tracks(stems), mix.shape[1])
+        self._stream(mix, stems, sink, progress, should_cancel)
+        return sink.tracks
+
+    def separate_to_files(
+        self,
+        audio: Audio,
+        stems: Iterable[str],
+        out_dir: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> dict[str, RawTrack]:
+        """Separate as :meth:`separate` does, writing each track to a raw file in
+        ``out_dir`` as its samples are final, so memory stays bounded whatever the song's
+        length: beyond the song itself, a few chunks per sub-model are held, not the tracks.
+
+        Args:
+            audio: the decoded song.
+            stems: the picked sources.
+            out_dir: the folder for the tracks' files (``<track>.f32``); created if missing.
+            progress: as for :meth:`separate`.
+            should_cancel: as for :meth:`separate`.
+
+        Returns:
+            Track name to :class:`separation.audio.RawTrack`, in
+            :func:`separation.plan_tracks` order (for :func:`separation.encode_tracks`).
+
+        Raises:
+            UnknownStemError, SeparationCancelled, ModelUnavailableError, ValueError: as
+                for :meth:`separate`; a cancelled or failed call leaves no track file.
+            OSError: a track file could not be written (full or read-only disk).
+        """
+        stems = list(stems)
+        mix = _checked_mix(audio)
+        sink = _FileSink(plan_tracks(stems), mix.shape[1], out_dir)
+        try:
+            self._stream(mix, stems, sink, progress, should_cancel)
+        except BaseException:
+            sink.discard()
+            raise
+        return sink.close()
 
     def warm_up(self) -> None:
         """Load both models now (e.g. at worker start) instead of on the first request."""
@@ -194,30 +238,110 @@ class EnsembleSeparator:
                 requests.append((name_b, source))
         return requests
 
-    def _estimate(
+    def _stream(
         self,
         mix: np.ndarray,
-        needed: tuple[str, ...],
+        stems: list[str],
+        sink: _TrackSink,
         progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
-    ) -> dict[str, np.ndarray]:
-        requests = self._requests(needed)
-        digest = audio_digest(mix) if self.cache is not None else ""
-        found: dict[tuple[str, str], np.ndarray] = {}
-        for model_name, source in requests:
-            cached = self._cache_get(digest, model_name, source, mix.shape)
-            if cached is not None:
-                found[(model_name, source)] = cached
-        missing: dict[str, list[str]] = {}
-        for model_name, source in requests:
-            if (model_name, source) not in found:
-                missing.setdefault(model_name, []).append(source)
+    ) -> None:
+        """Estimate the sources ``stems`` need and hand the tracks to ``sink`` a span at a
+        time, as soon as every sub-model has run every chunk over that span.
 
-        if missing:
-            found.update(self._run_models(mix, digest, missing, progress, should_cancel))
+        The sub-models run in lockstep (the one furthest behind runs its next batch), so
+        each holds a few chunks of cross-fade accumulator, and a span's tracks are built
+        from all its estimates (computed, or read from the cache) at once."""
+        needed = sources_to_estimate(stems)
+        with self._lock, contextlib.ExitStack() as stack:
+            requests = self._requests(needed)
+            digest = audio_digest(mix) if self.cache is not None else ""
+            length = mix.shape[1]
+            cached: dict[tuple[str, str], CacheReader] = {}
+            for model_name, source in requests:
+                reader = self._cache_open(digest, model_name, source, mix.shape)
+                if reader is not None:
+                    cached[(model_name, source)] = stack.enter_context(reader)
+            missing: dict[str, list[str]] = {}
+            for model_name, source in requests:
+                if (model_name, source) not in cached:
+                    missing.setdefault(model_name, []).append(source)
+            runs = self._plan_runs(missing)
+
+            mix_t = torch.from_numpy(mix)
+            padded_length = max(length, _MIN_SAMPLES)
+            mean, std = _reference_stats(mix, padded_length)
+            song = _NormalisedSong(mix_t, padded_length, mean, std)
+
+            passes: list[_Pass] = []
+            for run in runs:
+                run.passes = [
+                    [
+                        _Pass(self, run.model.sub_models[sub.index], song, sub.keep_idx, delay)
+                        for delay in self._shift_delays(run.model.sub_models[sub.index])
+                    ]
+                    for sub in run.subs
+                ]
+                passes += [each for sub_passes in run.passes for each in sub_passes]
+            total_chunks = sum(len(p.offsets) for p in passes)
+            done = 0
+
+            def before_chunk() -> None:
+                if should_cancel is not None and should_cancel():
+                    raise SeparationCancelled("cancelled between chunks")
+
+            def after_chunk() -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(min(done / total_chunks, 0.999))
+
+            writers: dict[tuple[str, str], CacheWriter] = {}
+            if self.cache is not None:
+                for run in runs:
+                    for source in run.complete:
+                        key = self._cache_key(digest, run.model.name, source)
+                        writer = self.cache.writer(key, length)
+                        stack.callback(writer.abort)
+                        writers[(run.model.name, source)] = writer
+
+            if progress is not None and passes:
+                progress(0.0)
+            flushed = 0
+            while flushed < length:
+                ahead = [p for p in passes if not p.finished]
+                if ahead:
+                    laggard = min(ahead, key=lambda p: p.final_up_to)
+                    laggard.run_batch(before_chunk, after_chunk)
+                    if laggard.finished:
+                        self.model_passes += 1
+                    final = min(p.final_up_to for p in passes)
+                else:
+                    final = flushed + _FLUSH_FRAMES
+                stop = min(final, length)
+                if stop <= flushed:
+                    continue
+                found: dict[tuple[str, str], np.ndarray] = {
+                    request: reader.read(flushed, stop) for request, reader in cached.items()
+                }
+                for run in runs:
+                    for source, estimate in run.take(stop, mean, std).items():
+                        found[(run.model.name, source)] = estimate
+                        entry = writers.get((run.model.name, source))
+                        if entry is not None:
+                            entry.write(estimate)
+                estimates = self._blend(found, needed)
+                sink.write(flushed, assemble_tracks(mix[:, flushed:stop], estimates, stems))
+                flushed = stop
+            for writer in writers.values():
+                writer.commit()
         if progress is not None:
             progress(1.0)
 
+    def _blend(
+        self, found: Mapping[tuple[str, str], np.ndarray], needed: Iterable[str]
+    ) -> dict[str, np.ndarray]:
+        """Each needed source's estimate: model A's, model B's or their blend."""
         name_a, name_b = self.config.models
         estimates: dict[str, np.ndarray] = {}
         for source in needed:
@@ -232,134 +356,41 @@ class EnsembleSeparator:
                 estimates[source] = blended
         return estimates
 
-    def _run_models(
-        self,
-        mix: np.ndarray,
-        digest: str,
-        missing: Mapping[str, list[str]],
-        progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-    ) -> dict[tuple[str, str], np.ndarray]:
-        models = {name: self._model(name) for name in missing}
-        plans: list[tuple[_LoadedModel, list[int]]] = []
+    def _shift_delays(self, sub_model: Any) -> list[int]:
+        """The delay of the song in each of a sub-model's passes: none without shifts; with
+        ``shifts``, demucs's random shifts (up to half a second, drawn as ``apply_model``
+        draws them, one pass over the whole shifted song each)."""
+        if self.config.shifts == 0:
+            return [0]
+        max_shift = int(0.5 * sub_model.samplerate)
+        return [max_shift - random.randint(0, max_shift) for _ in range(self.config.shifts)]
+
+    def _plan_runs(self, missing: Mapping[str, list[str]]) -> list[_ModelRun]:
+        """What each model must run for its ``missing`` sources: the sub-models, and the
+        sources they complete (the wanted ones, and with a cache every other one some pick
+        could use, since they cost nothing more)."""
+        runs: list[_ModelRun] = []
         for name, sources in missing.items():
-            model = models[name]
+            model = self._model(name)
             for source in sources:
                 if source not in model.sources:
                     raise ModelUnavailableError(
                         f"model {name} has no source {source!r} (it has {model.sources}); "
                         f"set the blend weight of {source} accordingly"
                     )
-            runs = sorted({i for source in sources for i in model.contributors(source)})
-            plans.append((model, runs))
-
-        length = mix.shape[1]
-        padded_length = max(length, _MIN_SAMPLES)
-        mix_t = torch.from_numpy(mix)
-        if padded_length > length:
-            mix_t = torch.nn.functional.pad(mix_t, (0, padded_length - length))
-        # Normalised as demucs's own separation does: by the mono reference's mean and std.
-        ref = mix_t.mean(0)
-        mean, std = ref.mean(), ref.std() + 1e-8
-        normalised = ((mix_t - mean) / std)[None]
-        del ref, mix_t
-
-        total_chunks = sum(
-            len(runs) * len(self._chunk_offsets(model.sub_models[0], padded_length))
-            for model, runs in plans
-        )
-        done = 0
-
-        def before_chunk() -> None:
-            if should_cancel is not None and should_cancel():
-                raise SeparationCancelled("cancelled between chunks")
-
-        def after_chunk() -> None:
-            nonlocal done
-            done += 1
-            if progress is not None:
-                progress(min(done / total_chunks, 0.999))
-
-        if progress is not None:
-            progress(0.0)
-        results: dict[tuple[str, str], np.ndarray] = {}
-        for model, runs in plans:
-            wanted = set(missing[model.name])
-            results.update(
-                self._run_model(
-                    model,
-                    runs,
-                    wanted,
-                    normalised,
-                    mean,
-                    std,
-                    length,
-                    digest,
-                    before_chunk,
-                    after_chunk,
-                )
-            )
-        return results
-
-    def _run_model(
-        self,
-        model: _LoadedModel,
-        runs: list[int],
-        wanted: set[str],
-        normalised: torch.Tensor,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        length: int,
-        digest: str,
-        before_chunk: Callable[[], None],
-        after_chunk: Callable[[], None],
-    ) -> dict[tuple[str, str], np.ndarray]:
-        """Run the sub-models ``runs`` of ``model``; cache every source they complete and
-        return the ``wanted`` ones."""
-        ran = set(runs)
-        # A source is complete once every sub-model weighting it has run. With a cache the
-        # complete ones a later pick could use are kept too; else only the wanted ones.
-        complete = [
-            s
-            for s in model.sources
-            if set(model.contributors(s)) <= ran
-            and (s in wanted or (self.cache is not None and (model.name, s) in self._usable))
-        ]
-        sums: dict[str, torch.Tensor] = {}
-        for i in runs:
-            keep = [s for s in complete if model.weights[i][model.sources.index(s)] != 0.0]
-            keep_idx = [model.sources.index(s) for s in keep]
-            out = self._run_pass(
-                model.sub_models[i], normalised, keep_idx, before_chunk, after_chunk
-            )
-            self.model_passes += 1
-            for j, source in enumerate(keep):
-                weight = model.weights[i][keep_idx[j]]
-                if source in sums:
-                    sums[source] += out[j] * weight
-                elif weight == 1.0:
-                    sums[source] = out[j]  # a view: no copy of a whole song per source
-                else:
-                    sums[source] = out[j] * weight
-            del out
-        results: dict[tuple[str, str], np.ndarray] = {}
-        for source in complete:
-            total = sum(row[model.sources.index(source)] for row in model.weights)
-            # In place: `sums` owns these tensors, and a long song's copies add up.
-            estimate = sums.pop(source)
-            estimate.div_(total).mul_(std).add_(mean)
-            array = np.ascontiguousarray(estimate[:, :length].numpy(), dtype=np.float32)
-            del estimate
-            self._cache_put(digest, model.name, source, array)
-            if source in wanted:
-                results[(model.name, source)] = array
-            del array
-        return results
-
-    def _chunk_offsets(self, sub_model: Any, length: int) -> range:
-        segment_length = int(sub_model.samplerate * float(sub_model.segment))
-        stride = max(1, int((1 - self.config.overlap) * segment_length))
-        return range(0, length, stride)
+            ran = {i for source in sources for i in model.contributors(source)}
+            complete = [
+                s
+                for s in model.sources
+                if set(model.contributors(s)) <= ran
+                and (s in sources or (self.cache is not None and (model.name, s) in self._usable))
+            ]
+            subs = []
+            for i in sorted(ran):
+                keep = [s for s in complete if model.weights[i][model.sources.index(s)] != 0.0]
+                subs.append(_SubRun(i, keep, [model.sources.index(s) for s in keep]))
+            runs.append(_ModelRun(model, complete, subs))
+        return runs
 
     def batch_size(self, segment_length: int) -> int:
         """Chunks of ``segment_length`` samples per forward pass: the configured
@@ -376,7 +407,7 @@ class EnsembleSeparator:
         per_chunk = _ACTIVATION_BYTES_PER_SAMPLE * segment_length
         return max(1, min(_MAX_BATCH_SIZE, int(free * _DEVICE_MEMORY_SHARE) // per_chunk))
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast for the network's forward pass, or nothing in fp32.
 
         HTDemucs computes its STFT and iSTFT inside ``forward``, yet they stay float32 under
@@ -389,107 +420,6 @@ class EnsembleSeparator:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _run_pass(
-        self,
-        sub_model: Any,
-        mix: torch.Tensor,
-        keep_idx: list[int],
-        before_chunk: Callable[[], None],
-        after_chunk: Callable[[], None],
-    ) -> torch.Tensor:
-        """One sub-model over the whole song, chunked and cross-faded as ``apply_model``
-        does, accumulating only the sources ``keep_idx``; returns ``(len(keep), 2, n)``.
-
-        With ``shifts=0`` the chunks go through the network in batches; each chunk is
-        padded and trimmed exactly as ``apply_model`` pads and trims it alone, so a batch
-        gives batch 1's result up to float rounding. Random shifts draw per chunk inside
-        ``apply_model``, so with ``shifts > 0`` chunks go one at a time."""
-        from demucs.apply import TensorChunk, apply_model
-        from demucs.htdemucs import HTDemucs
-        from demucs.utils import center_trim
-
-        _, channels, length = mix.shape
-        segment = sub_model.segment
-        segment_length = int(sub_model.samplerate * float(segment))
-        # The triangular cross-fade of demucs's apply_model (transition_power 1).
-        weight = torch.cat(
-            [
-                torch.arange(1, segment_length // 2 + 1),
-                torch.arange(segment_length - segment_length // 2, 0, -1),
-            ]
-        ).float()
-        weight /= weight.max()
-        out = torch.zeros(len(keep_idx), channels, length)
-        sum_weight = torch.zeros(length)
-
-        def accumulate(offset: int, kept: torch.Tensor) -> None:
-            chunk_length = kept.shape[-1]
-            out[..., offset : offset + chunk_length] += weight[:chunk_length] * kept
-            sum_weight[offset : offset + chunk_length] += weight[:chunk_length]
-            after_chunk()
-
-        offsets = self._chunk_offsets(sub_model, length)
-        if self.config.shifts > 0:
-            for offset in offsets:
-                before_chunk()
-                with torch.no_grad(), self._autocast():
-                    chunk_out = apply_model(
-                        sub_model,
-                        TensorChunk(mix, offset, segment_length),
-                        shifts=self.config.shifts,
-                        split=False,
-                        overlap=self.config.overlap,
-                        device=self.device,
-                        segment=segment,
-                    )
-                accumulate(offset, chunk_out[0, keep_idx].float().to("cpu"))
-                del chunk_out
-            out /= sum_weight
-            return out
-
-        batch_size = self.batch_size(segment_length)
-        # (offset, samples of the song in the chunk, the chunk padded as apply_model pads it)
-        batch: list[tuple[int, int, torch.Tensor]] = []
-
-        def run_batch() -> None:
-            inputs = torch.cat([padded for _, _, padded in batch])
-            if self.device.type == "cuda":
-                # Through pinned host memory, the copy to the device does not block; the song
-                # stays on the host and only one batch is on the device, whatever its length.
-                inputs = inputs.pin_memory().to(self.device, non_blocking=True)
-            else:
-                inputs = inputs.to(self.device)
-            with torch.no_grad(), self._autocast():
-                batch_out = sub_model(inputs)
-            del inputs
-            # A blocking copy back: the accumulators and the cross-fade stay on the host.
-            kept = batch_out[:, keep_idx].float().to("cpu")
-            del batch_out
-            for j, (offset, chunk_length, _) in enumerate(batch):
-                accumulate(offset, center_trim(kept[j], chunk_length))
-            batch.clear()
-
-        for offset in offsets:
-            before_chunk()
-            chunk = TensorChunk(mix, offset, segment_length)
-            # apply_model's input length: HTDemucs takes its training segment.
-            if isinstance(sub_model, HTDemucs):
-                valid_length = segment_length
-            elif hasattr(sub_model, "valid_length"):
-                valid_length = sub_model.valid_length(chunk.length)
-            else:
-                valid_length = chunk.length
-            padded = chunk.padded(valid_length)
-            if batch and batch[0][2].shape[-1] != valid_length:
-                run_batch()  # other models' last chunk may be shorter: not stackable
-            batch.append((offset, chunk.length, padded))
-            if len(batch) >= batch_size:
-                run_batch()
-        if batch:
-            run_batch()
-        out /= sum_weight
-        return out
 
     # -- models ----------------------------------------------------------------------
 
@@ -573,13 +503,282 @@ class EnsembleSeparator:
             source,
         )
 
-    def _cache_get(
+    def _cache_open(
         self, digest: str, model_name: str, source: str, shape: tuple[int, ...]
-    ) -> np.ndarray | None:
+    ) -> CacheReader | None:
         if self.cache is None:
             return None
-        return self.cache.get(self._cache_key(digest, model_name, source), shape)
+        return self.cache.open(self._cache_key(digest, model_name, source), shape)
 
-    def _cache_put(self, digest: str, model_name: str, source: str, array: np.ndarray) -> None:
-        if self.cache is not None:
-            self.cache.put(self._cache_key(digest, model_name, source), array)
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+def _checked_mix(audio: Audio) -> np.ndarray:
+    mix = np.ascontiguousarray(audio.samples, dtype=np.float32)
+    if mix.ndim != 2 or mix.shape[0] != 2 or mix.shape[1] == 0:
+        raise ValueError(f"audio samples are a non-empty (2, n) array, not {mix.shape}")
+    return mix
+
+
+def _reference_stats(mix: np.ndarray, padded_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std (+1e-8) of the mono reference, as demucs's own separation
+    normalises a song (over the zero-padded song when it is padded); summed a block at a
+    time in float64, so no mono copy of a whole song is made."""
+    total = 0.0
+    squares = 0.0
+    for start in range(0, mix.shape[1], _STATS_BLOCK):
+        mono = mix[:, start : start + _STATS_BLOCK].mean(axis=0, dtype=np.float64)
+        total += float(mono.sum())
+        squares += float(np.dot(mono, mono))
+    mean = total / padded_length
+    variance = max(0.0, (squares - padded_length * mean * mean) / max(1, padded_length - 1))
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(
+        variance**0.5 + 1e-8, dtype=torch.float32
+    )
+
+
+class _NormalisedSong:
+    """The song as the network sees it, normalised a window at a time (a normalised copy
+    of a whole song would be one more song in memory)."""
+
+    def __init__(
+        self, mix: torch.Tensor, length: int, mean: torch.Tensor, std: torch.Tensor
+    ) -> None:
+        self._mix = mix
+        self.length = length  # the song's length, zero-padded to the model's minimum
+        self._mean = mean
+        self._std = std
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        """Normalised samples ``[start, stop)`` as ``(1, 2, stop - start)``; zero outside
+        the (padded) song, as demucs's ``TensorChunk.padded`` pads the normalised song."""
+        inside_start, inside_stop = max(0, start), min(self.length, stop)
+        real_stop = max(inside_start, min(inside_stop, self._mix.shape[1]))
+        real = self._mix[:, inside_start:real_stop]
+        # A song shorter than the model's minimum was zero-padded before normalising.
+        raw = torch.nn.functional.pad(real, (0, inside_stop - real_stop))
+        normalised = (raw - self._mean) / self._std
+        padded = torch.nn.functional.pad(normalised, (inside_start - start, stop - inside_stop))
+        return padded[None]
+
+
+@dataclass
+class _SubRun:
+    """A sub-model to run and the sources of its output to keep (names and indices)."""
+
+    index: int
+    keep: list[str]
+    keep_idx: list[int]
+
+
+@dataclass
+class _ModelRun:
+    """What one model runs for a request: its sub-models' passes (one per shift), and the
+    sources they complete (each the weighted sum of its sub-models' estimates)."""
+
+    model: _LoadedModel
+    complete: list[str]
+    subs: list[_SubRun]
+    passes: list[list[_Pass]] = field(default_factory=list)  # per sub-run, one per shift
+
+    def take(self, stop: int, mean: torch.Tensor, std: torch.Tensor) -> dict[str, np.ndarray]:
+        """The complete sources' final estimates up to ``stop``, de-normalised."""
+        sums: dict[str, torch.Tensor] = {}
+        for sub, shifted in zip(self.subs, self.passes, strict=True):
+            out = shifted[0].take(stop)
+            if len(shifted) > 1:
+                # As apply_model averages its shifts: summed, then divided.
+                for other in shifted[1:]:
+                    out += other.take(stop)
+                out /= len(shifted)
+            for j, source in enumerate(sub.keep):
+                weight = self.model.weights[sub.index][sub.keep_idx[j]]
+                if source in sums:
+                    sums[source] += out[j] * weight
+                elif weight == 1.0:
+                    sums[source] = out[j]  # a view: no copy per source
+                else:
+                    sums[source] = out[j] * weight
+        estimates: dict[str, np.ndarray] = {}
+        for source in self.complete:
+            total = sum(row[self.model.sources.index(source)] for row in self.model.weights)
+            estimate = sums.pop(source)
+            estimate.div_(total).mul_(std).add_(mean)
+            estimates[source] = estimate.numpy()
+        return estimates
+
+
+class _Pass:
+    """One sub-model over the song, chunked and cross-faded as demucs's ``apply_model``
+    does, chunk by chunk in order; the accumulator holds only the span not yet taken.
+
+    The chunks go through the network in batches; each chunk is padded and trimmed exactly
+    as ``apply_model`` pads and trims it alone, so a batch gives batch 1's result up to
+    float rounding. With random shifts, the pass runs over the song delayed by ``delay``
+    samples (zeros first), as ``apply_model`` runs over a shifted song, and its output is
+    read back ``delay`` samples later."""
+
+    def __init__(
+        self,
+        separator: EnsembleSeparator,
+        sub_model: Any,
+        song: _NormalisedSong,
+        keep_idx: list[int],
+        delay: int = 0,
+    ) -> None:
+        self._separator = separator
+        self._sub_model = sub_model
+        self._song = song
+        self._keep_idx = keep_idx
+        self._delay = delay
+        self._segment_length = int(sub_model.samplerate * float(sub_model.segment))
+        stride = max(1, int((1 - separator.config.overlap) * self._segment_length))
+        # Positions below are in the delayed song: position p is the song's p - delay.
+        self.offsets = range(0, song.length + delay, stride)
+        self._next = 0
+        self._batch_size = separator.batch_size(self._segment_length)
+        # The triangular cross-fade of demucs's apply_model (transition_power 1).
+        half = self._segment_length // 2
+        weight = torch.cat(
+            [torch.arange(1, half + 1), torch.arange(self._segment_length - half, 0, -1)]
+        ).float()
+        self._weight = weight / weight.max()
+        self._base = delay  # the accumulators' first sample (the song's first)
+        self._out = torch.zeros(len(keep_idx), 2, 0)
+        self._sum_weight = torch.zeros(0)
+
+    @property
+    def finished(self) -> bool:
+        """Every chunk has run."""
+        return self._next >= len(self.offsets)
+
+    @property
+    def final_up_to(self) -> int:
+        """Samples of the song before this position have every chunk they are in
+        accumulated."""
+        if self.finished:
+            return self._song.length
+        return max(0, self.offsets[self._next] - self._delay)
+
+    def take(self, stop: int) -> torch.Tensor:
+        """The cross-faded estimates from what was taken before up to the song's position
+        ``stop``, as ``(len(keep), 2, m)``; they leave the accumulator."""
+        n = stop + self._delay - self._base
+        out = self._out[..., :n] / self._sum_weight[:n]
+        self._out = self._out[..., n:]
+        self._sum_weight = self._sum_weight[n:]
+        self._base += n
+        return out
+
+    def run_batch(self, before_chunk: Callable[[], None], after_chunk: Callable[[], None]) -> None:
+        """Run the next batch of chunks and accumulate them."""
+        from demucs.htdemucs import HTDemucs
+        from demucs.utils import center_trim
+
+        separator = self._separator
+        length = self._song.length + self._delay
+        # (offset, samples of the song in the chunk, the chunk padded as apply_model pads it)
+        batch: list[tuple[int, int, torch.Tensor]] = []
+        while not self.finished and len(batch) < self._batch_size:
+            offset = self.offsets[self._next]
+            chunk_length = min(length - offset, self._segment_length)
+            # apply_model's input length: HTDemucs takes its training segment.
+            if isinstance(self._sub_model, HTDemucs):
+                valid_length = self._segment_length
+            elif hasattr(self._sub_model, "valid_length"):
+                valid_length = self._sub_model.valid_length(chunk_length)
+            else:
+                valid_length = chunk_length
+            if batch and batch[0][2].shape[-1] != valid_length:
+                break  # other models' last chunk may be shorter: not stackable
+            before_chunk()
+            start = offset - (valid_length - chunk_length) // 2 - self._delay
+            batch.append((offset, chunk_length, self._song.window(start, start + valid_length)))
+            self._next += 1
+        inputs = torch.cat([padded for _, _, padded in batch])
+        if separator.device.type == "cuda":
+            # Through pinned host memory, the copy to the device does not block; the song
+            # stays on the host and only one batch is on the device, whatever its length.
+            inputs = inputs.pin_memory().to(separator.device, non_blocking=True)
+        else:
+            inputs = inputs.to(separator.device)
+        with torch.no_grad(), separator.autocast():
+            batch_out = self._sub_model(inputs)
+        del inputs
+        # A blocking copy back: the accumulators and the cross-fade stay on the host.
+        kept = batch_out[:, self._keep_idx].float().to("cpu")
+        del batch_out
+        for j, (offset, chunk_length, _) in enumerate(batch):
+            self._accumulate(offset, center_trim(kept[j], chunk_length))
+            after_chunk()
+
+    def _accumulate(self, offset: int, kept: torch.Tensor) -> None:
+        n = kept.shape[-1]
+        # With a delay, the start of the first chunks is before the song: not kept.
+        skip = min(n, max(0, self._base - offset))
+        start, stop = offset + skip - self._base, offset + n - self._base
+        grow = stop - self._out.shape[-1]
+        if grow > 0:
+            zeros = self._out.new_zeros(*self._out.shape[:-1], grow)
+            self._out = torch.cat([self._out, zeros], -1)
+            self._sum_weight = torch.cat([self._sum_weight, self._sum_weight.new_zeros(grow)])
+        self._out[..., start:stop] += self._weight[skip:n] * kept[..., skip:]
+        self._sum_weight[start:stop] += self._weight[skip:n]
+
+
+class _TrackSink(Protocol):
+    """Where the tracks go, a span at a time, in order."""
+
+    def write(self, start: int, tracks: Mapping[str, np.ndarray]) -> None:
+        """Take the tracks' samples ``[start, start + m)`` (each ``(2, m)``)."""
+
+
+class _ArraySink:
+    """The tracks in memory, whole."""
+
+    def __init__(self, names: Iterable[str], length: int) -> None:
+        self.tracks = {name: np.empty((2, length), dtype=np.float32) for name in names}
+
+    def write(self, start: int, tracks: Mapping[str, np.ndarray]) -> None:
+        for name, span in tracks.items():
+            self.tracks[name][:, start : start + span.shape[1]] = span
+
+
+class _FileSink:
+    """The tracks in raw files (interleaved float32), appended span by span."""
+
+    def __init__(self, names: Iterable[str], length: int, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._length = length
+        self._paths = {name: out_dir / f"{name}.f32" for name in names}
+        self._files: dict[str, BinaryIO] = {}
+        try:
+            for name, path in self._paths.items():
+                self._files[name] = path.open("wb")
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, start: int, tracks: Mapping[str, np.ndarray]) -> None:
+        for name, span in tracks.items():
+            self._files[name].write(np.ascontiguousarray(span.T, dtype=np.float32).data)
+
+    def close(self) -> dict[str, RawTrack]:
+        """Close the files; the tracks they hold."""
+        try:
+            for file in self._files.values():
+                file.close()
+        except BaseException:
+            self.discard()
+            raise
+        return {name: RawTrack(path, self._length) for name, path in self._paths.items()}
+
+    def discard(self) -> None:
+        """Close and delete the files."""
+        for file in self._files.values():
+            with contextlib.suppress(OSError):
+                file.close()
+        for path in self._paths.values():
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)

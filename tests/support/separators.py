@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from separation import EnsembleSeparator, SeparatorConfig
+from separation import EnsembleSeparator, RawTrack, SeparatorConfig
 
 
 def make_separator(model_repo: Path, **config: Any) -> EnsembleSeparator:
@@ -23,7 +25,7 @@ def make_separator(model_repo: Path, **config: Any) -> EnsembleSeparator:
 
 
 class RecordingSeparator:
-    """A real separator, with the wall-clock interval (``time.time()``) of every ``separate``
+    """A real separator, with the wall-clock interval (``time.time()``) of every separation
     call and the most calls ever running at once, counted outside the separator's own lock
     (so two overlapping calls show even though the separator would serialise them)."""
 
@@ -38,12 +40,21 @@ class RecordingSeparator:
         self.real.warm_up()
 
     def separate(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        with self._recorded():
+            return self.real.separate(*args, **kwargs)
+
+    def separate_to_files(self, *args: Any, **kwargs: Any) -> dict[str, RawTrack]:
+        with self._recorded():
+            return self.real.separate_to_files(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _recorded(self) -> Iterator[None]:
         with self._lock:
             self._running += 1
             self.max_running = max(self.max_running, self._running)
             start = time.time()
         try:
-            return self.real.separate(*args, **kwargs)
+            yield
         finally:
             with self._lock:
                 self._running -= 1
