@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from separation import encode_tracks
+from separation import Track, encode_tracks
 from separation.formats import OutputFormat
 
 logger = logging.getLogger(__name__)
@@ -34,7 +32,7 @@ class EncodedTracks:
 
 
 def encode_for_upload(
-    tracks: Mapping[str, np.ndarray],
+    tracks: Mapping[str, Track],
     out_dir: Path,
     song_name: str,
     *,

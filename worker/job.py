@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from arq import Retry
 from redis.exceptions import RedisError
 from telegram import Bot
@@ -45,6 +44,7 @@ from separation import (
     EnsembleSeparator,
     InvalidAudioError,
     NoSoundError,
+    RawTrack,
     SongTooLongError,
     UnknownStemError,
     decode_audio,
@@ -245,7 +245,7 @@ async def _produce_and_deliver(
                 async with _device_turn(run, limit):
                     timings["device_wait_s"] = _since(mark)
                     mark = time.monotonic()
-                    separated = await _separate(run, audio)
+                    separated = await _separate(run, audio, Path(tmp) / "raw")
                 timings["separate_s"] = _since(mark)
 
                 mark = time.monotonic()
@@ -344,7 +344,7 @@ async def _device_turn(run: JobRun, limit: asyncio.Timeout) -> AsyncIterator[Non
         lock.release()
 
 
-async def _separate(run: JobRun, audio: Audio) -> dict[str, np.ndarray]:
+async def _separate(run: JobRun, audio: Audio, raw_dir: Path) -> dict[str, RawTrack]:
     feed = ProgressFeed()
     cancel = threading.Event()
     lang = run.job.language
@@ -353,9 +353,11 @@ async def _separate(run: JobRun, audio: Audio) -> dict[str, np.ndarray]:
     )
     work = asyncio.ensure_future(
         asyncio.to_thread(
-            run.state.separator.separate,
+            # To files: a long song's tracks would not all fit in memory at once.
+            run.state.separator.separate_to_files,
             audio,
             list(run.job.stems),
+            raw_dir,
             progress=feed,
             should_cancel=cancel.is_set,
         )

@@ -276,11 +276,16 @@ async def test_an_unwritable_work_folder_fails_with_a_message_and_no_retry(
     assert info.result.reason.retryable, "Separate may be pressed again once the disk is fixed"
 
 
-def _small_disk_wrapper(mount_point: Path, size_kb: int) -> list[str]:
+def _small_disk_wrapper(*disks: tuple[Path, int]) -> list[str]:
     """A command prefix that runs the rest in a mount namespace of its own, with a tmpfs of
-    ``size_kb`` at ``mount_point``: a small disk that fills up, for that process only."""
-    script = 'mount -t tmpfs -o size="$1"k tmpfs "$2" && shift 2 && exec "$@"'
-    shell = ["sh", "-c", script, "sh", str(size_kb), str(mount_point)]
+    ``size_kb`` at each ``(mount_point, size_kb)``: small disks that fill up, for that
+    process only."""
+    script = (
+        'while [ "$1" != -- ]; do mount -t tmpfs -o size="$1"k tmpfs "$2" || exit 1; shift 2; '
+        'done; shift; exec "$@"'
+    )
+    sizes = [str(part) for mount_point, size_kb in disks for part in (size_kb, mount_point)]
+    shell = ["sh", "-c", script, "sh", *sizes, "--"]
     return ["unshare", "--mount", "--map-root-user", *shell]
 
 
@@ -290,7 +295,7 @@ def _can_mount_a_small_disk(tmp_path: Path) -> bool:
     probe = tmp_path / "probe"
     probe.mkdir()
     done = subprocess.run(
-        [*_small_disk_wrapper(probe, 64), "true"], capture_output=True, timeout=10
+        [*_small_disk_wrapper((probe, 64)), "true"], capture_output=True, timeout=10
     )
     return done.returncode == 0
 
@@ -305,12 +310,14 @@ async def test_a_full_disk_fails_the_big_song_and_the_worker_serves_the_next(
 ) -> None:
     if not _can_mount_a_small_disk(tmp_path):
         pytest.skip("this machine allows no mount namespace (unshare --mount) for a small disk")
-    disk = tmp_path / "disk"
-    disk.mkdir()
+    data, cache = tmp_path / "data-disk", tmp_path / "cache-disk"
+    data.mkdir()
+    cache.mkdir()
     env = worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
-    # Data and cache on a 1.5 MB disk: a 10 s WAV (1.7 MB) cannot be downloaded onto it; a
-    # 6 s mp3 and its two tracks fit, its float32 source for the cache (2.1 MB) does not.
-    env.update(DEMIX_DATA_DIR=str(disk / "data"), DEMIX_CACHE_DIR=str(disk / "cache"))
+    # Data on a 5.5 MB disk: a 6 s mp3 fits with its two tracks as float32 files (4.2 MB)
+    # and as mp3s; a 10 s WAV (1.7 MB) downloads, but its tracks (7 MB) do not fit. The
+    # cache on a 1 MB disk, which holds no float32 source (2.1 MB for 6 s) at all.
+    env.update(DEMIX_DATA_DIR=str(data), DEMIX_CACHE_DIR=str(cache))
     env.update(DEMIX_MAX_DURATION_S="12")
     big = make_song(tmp_path / "Big Song.wav", seconds=10.0, seed=41)
     small = make_song(tmp_path / "Test Song.mp3", seconds=6.0, seed=42)
@@ -321,7 +328,7 @@ async def test_a_full_disk_fails_the_big_song_and_the_worker_serves_the_next(
         return await Job(job_id, pool).status() == JobStatus.complete
 
     log = tmp_path / "worker.log"
-    wrapper = _small_disk_wrapper(disk, 1536)
+    wrapper = _small_disk_wrapper((data, 5632), (cache, 1024))
     with demix_process("worker", env=env, cwd=tmp_path, log=log, wrapper=wrapper):
         for submitted in (too_big, fits):
             await async_wait_until(
