@@ -83,11 +83,14 @@ async def serve(
             worker = await run_worker_burst(settings, recorder)
             elapsed = time.perf_counter() - start
             problems = []
+            delivered = 0
             for job in jobs:
                 expected = [f"{job.job.song_name} - {t}.mp3" for t in plan_tracks(job.job.stems)]
                 got = [m.file_name for m in api.audio_messages(job.job.chat_id)]
                 if Counter(got) != Counter(expected):
                     problems.append(f"user {job.job.user_id} got {got}, expected {expected}")
+                else:
+                    delivered += 1
             if worker.jobs_complete != len(jobs):
                 problems.append(f"{worker.jobs_complete} of {len(jobs)} jobs completed")
             if recorder.max_running != 1:
@@ -100,6 +103,8 @@ async def serve(
         "seconds": round(elapsed, 2),
         "songs_per_hour": round(len(songs) / elapsed * 3600),
         "separating_share": round(separate_s / elapsed, 2),
+        "songs": len(songs),
+        "delivered": delivered,  # songs whose chat got exactly their tracks, each once
         "problems": problems,
     }
 

@@ -1,8 +1,10 @@
-"""Fixtures of the benchmark tests: ``bench/quality.py`` loaded as a module."""
+"""Fixtures of the benchmark tests: ``bench/quality.py`` and ``bench/versus_cli.py`` loaded
+as modules."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,4 +20,21 @@ def quality() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def versus_cli() -> ModuleType:
+    """``bench/versus_cli.py``, imported from its file; it imports ``songs`` from beside it,
+    as it does when run as a script."""
+    spec = importlib.util.spec_from_file_location("bench_versus_cli", BENCH / "versus_cli.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Its dataclasses look their module up by name.
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
     return module

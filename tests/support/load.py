@@ -144,8 +144,10 @@ async def run_load(
     redis_url: str | None = None,
     api: FakeBotApi | None = None,
     watch_interval_s: float = 0.1,
+    seconds_per_job: float = SECONDS_PER_JOB,
 ) -> LoadResult:
-    """Run the scenario; the Redis and fake Bot API are started here unless given."""
+    """Run the scenario; the Redis and fake Bot API are started here unless given.
+    ``seconds_per_job`` sizes the wait for every job (long songs, published-size models)."""
     async with contextlib.AsyncExitStack() as stack:
         if redis_url is None:
             server = RedisServer(workdir / "redis").start()
@@ -176,7 +178,9 @@ async def run_load(
         )
         for _ in range(workers):
             await stack.enter_async_context(running_worker(settings, separator))
-        return await _serve_users(api, bot.services.queue, songs, picks, workers * worker_max_jobs)
+        return await _serve_users(
+            api, bot.services.queue, songs, picks, workers * worker_max_jobs, seconds_per_job
+        )
     raise AssertionError("unreachable")  # pragma: no cover  (mypy: the block always returns)
 
 
@@ -186,6 +190,7 @@ async def _serve_users(
     songs: list[Path],
     stem_sets: Sequence[tuple[str, ...]],
     slots: int,
+    seconds_per_job: float = SECONDS_PER_JOB,
 ) -> LoadResult:
     user_ids = [FIRST_USER_ID + index for index in range(len(songs))]
     picks = {user: stem_sets[index % len(stem_sets)] for index, user in enumerate(user_ids)}
@@ -223,7 +228,7 @@ async def _serve_users(
         return states if finished and delivered else {}
 
     states: dict[str, JobState] = await async_wait_until(
-        all_done, timeout=30.0 + SECONDS_PER_JOB * len(songs), interval=0.1, what="every job"
+        all_done, timeout=30.0 + seconds_per_job * len(songs), interval=0.1, what="every job"
     )
     answered_at = _answer_times(api)
     runs = [
