@@ -5,6 +5,11 @@ Only the sub-models the requested tracks need are run, chunked and cross-faded a
 reported and a job cancelled between chunks, and only the needed sources are accumulated.
 The network may run under autocast (``precision``); the STFT, iSTFT and the cross-fade stay
 float32. Source estimates are cached on disk per (song, model, settings, source).
+
+The song streams through: the sub-models advance in lockstep, and each span of the tracks
+goes to its sink (memory, or raw files for :meth:`EnsembleSeparator.separate_to_files`) as
+soon as every sub-model has passed it, so beyond the song itself memory does not grow with
+its length.
 """
 
 from __future__ import annotations
