@@ -249,8 +249,9 @@ def _decode_pcm(
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
-        if timed_out.is_set():
-            # A file that takes this long is not a song we serve.
+        if timed_out.is_set() and status < 0:
+            # Killed by the timer (one that fired as ffmpeg ended does not count): a file
+            # that takes this long is not a song we serve.
             raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s")
         errors.seek(0)
         stderr = errors.read()

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 _SUFFIX = ".npy"
 _FRAME_BYTES = 8  # a float32 stereo frame
+# A temporary entry untouched this long was left by a process that died while writing it.
+_STALE_TEMPORARY_S = 6 * 3600
 # Frames per read while an entry is checked (about 1.5 s of audio).
 _CHECK_BLOCK = 1 << 16
 
@@ -111,6 +114,17 @@ class SourceCache:
         disk that refuses it, makes a writer that stores nothing."""
         return CacheWriter(self, self._path(key), frames)
 
+    def _drop_stale_temporaries(self) -> None:
+        if not self.root.is_dir():
+            return
+        # A writer lives as long as one separation; older temporaries have no writer left.
+        cutoff = time.time() - _STALE_TEMPORARY_S
+        for path in self.root.glob(f"*/.tmp-*{_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    logger.info("removed a stale cache temporary %s", path.name)
+
     def entries(self) -> list[Path]:
         """The stored entry files (not temporaries)."""
         if not self.root.is_dir():
@@ -130,7 +144,9 @@ class SourceCache:
         return total
 
     def evict(self) -> None:
-        """Remove least recently used entries until the total is within ``max_bytes``."""
+        """Remove least recently used entries until the total is within ``max_bytes``, and
+        temporaries left by a process that died while writing."""
+        self._drop_stale_temporaries()
         stats: list[tuple[float, int, Path]] = []
         for path in self.entries():
             try:

@@ -714,20 +714,26 @@ class _Pass:
         # A blocking copy back: the accumulators and the cross-fade stay on the host.
         kept = batch_out[:, self._keep_idx].float().to("cpu")
         del batch_out
+        last_offset, last_length, _ = batch[-1]
+        self._grow_to(last_offset + last_length)  # once per batch, not per chunk
         for j, (offset, chunk_length, _) in enumerate(batch):
             self._accumulate(offset, center_trim(kept[j], chunk_length))
             after_chunk()
+
+    def _grow_to(self, stop: int) -> None:
+        """Extend the accumulators with zeros up to position ``stop`` of the delayed song."""
+        grow = stop - self._base - self._out.shape[-1]
+        if grow > 0:
+            zeros = self._out.new_zeros(*self._out.shape[:-1], grow)
+            self._out = torch.cat([self._out, zeros], -1)
+            self._sum_weight = torch.cat([self._sum_weight, self._sum_weight.new_zeros(grow)])
 
     def _accumulate(self, offset: int, kept: torch.Tensor) -> None:
         n = kept.shape[-1]
         # With a delay, the start of the first chunks is before the song: not kept.
         skip = min(n, max(0, self._base - offset))
         start, stop = offset + skip - self._base, offset + n - self._base
-        grow = stop - self._out.shape[-1]
-        if grow > 0:
-            zeros = self._out.new_zeros(*self._out.shape[:-1], grow)
-            self._out = torch.cat([self._out, zeros], -1)
-            self._sum_weight = torch.cat([self._sum_weight, self._sum_weight.new_zeros(grow)])
+        self._grow_to(offset + n)
         self._out[..., start:stop] += self._weight[skip:n] * kept[..., skip:]
         self._sum_weight[start:stop] += self._weight[skip:n]
 

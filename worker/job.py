@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -259,6 +260,8 @@ async def _produce_and_deliver(
                     limit_bytes=upload_limit_bytes(settings.telegram_local_mode),
                 )
                 timings["encode_s"] = _since(mark)
+                # The raw tracks are encoded: their disk is free for the other jobs now.
+                shutil.rmtree(Path(tmp) / "raw", ignore_errors=True)
                 if encoded.as_mp3:
                     await run.ledger.record(AS_MP3, ",".join(encoded.as_mp3))
 

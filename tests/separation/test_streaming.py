@@ -3,6 +3,7 @@ sub-models in lockstep, the cache read and written a span at a time, decode in b
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -106,6 +107,17 @@ def test_a_short_cache_entry_is_not_committed(tmp_path: Path) -> None:
         writer.commit()
     writer.abort()
     assert cache.entries() == [] and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_temporaries_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
+    cache = SourceCache(tmp_path, max_bytes=10**6)
+    (tmp_path / "ab").mkdir()
+    stale, live = tmp_path / "ab" / ".tmp-stale.npy", tmp_path / "ab" / ".tmp-live.npy"
+    stale.write_bytes(b"half an entry")
+    live.write_bytes(b"being written")
+    os.utime(stale, (1, 1))
+    cache.put("k" * 64, np.zeros((2, 10), np.float32))
+    assert not stale.exists() and live.exists()
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
