@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ from numpy.lib import format as npy_format
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".npy"
+# Disk a cache entry never takes: the cache and the jobs' work folders often share a disk,
+# and a job whose tracks cannot be written fails where a missing entry costs nothing.
+MIN_FREE_BYTES = 1 << 30
 _FRAME_BYTES = 8  # a float32 stereo frame
 # A temporary entry untouched this long was left by a process that died while writing it.
 _STALE_TEMPORARY_S = 6 * 3600
@@ -43,9 +47,11 @@ def audio_digest(samples: np.ndarray) -> str:
 class SourceCache:
     """Source estimates on disk under ``root``, at most ``max_bytes`` in total."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        # An entry is not started when it would leave less than this free on the disk.
+        self.min_free_bytes = min_free_bytes
         self.hits = 0
         self.misses = 0
 
@@ -238,6 +244,16 @@ class CacheWriter:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            if free - frames * _FRAME_BYTES < cache.min_free_bytes:
+                # The cache is only a cache: it yields a nearly full disk to the jobs' files.
+                logger.warning(
+                    "not caching %s: %d bytes free on its disk, %d kept for the jobs",
+                    path.name,
+                    free,
+                    cache.min_free_bytes,
+                )
+                return
             fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=_SUFFIX, dir=path.parent)
             self._tmp = Path(tmp_name)
             self._file = os.fdopen(fd, "wb")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,16 @@ def test_a_short_cache_entry_is_not_committed(tmp_path: Path) -> None:
         writer.commit()
     writer.abort()
     assert cache.entries() == [] and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_the_cache_keeps_clear_of_a_nearly_full_disk(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    cache = SourceCache(tmp_path, max_bytes=10**6, min_free_bytes=free + 1)
+    cache.put("k" * 64, np.zeros((2, 10), np.float32))
+    assert cache.entries() == [] and not list(tmp_path.rglob(".tmp-*"))
+    roomy = SourceCache(tmp_path, max_bytes=10**6, min_free_bytes=0)
+    roomy.put("k" * 64, np.zeros((2, 10), np.float32))
+    assert len(roomy.entries()) == 1
 
 
 def test_temporaries_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
