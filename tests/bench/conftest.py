@@ -1,5 +1,4 @@
-"""Fixtures of the benchmark tests: ``bench/quality.py`` and ``bench/versus_cli.py`` loaded
-as modules."""
+"""Fixtures of the benchmark tests: the ``bench/`` scripts loaded as modules."""
 
 from __future__ import annotations
 
@@ -13,24 +12,14 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.fixture(scope="session")
-def quality() -> ModuleType:
-    """``bench/quality.py`` (a script, not a package module), imported from its file."""
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
+def load_bench_script(name: str) -> ModuleType:
+    """``bench/<name>.py`` (a script, not a package module) imported from its file, with
+    ``bench/`` on the path while it loads, as when it runs as a script (some import
+    ``songs`` or ``throughput`` from beside them)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def versus_cli() -> ModuleType:
-    """``bench/versus_cli.py``, imported from its file; it imports ``songs`` from beside it,
-    as it does when run as a script."""
-    spec = importlib.util.spec_from_file_location("bench_versus_cli", BENCH / "versus_cli.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up by name.
+    # Dataclasses look their module up by name.
     sys.modules[spec.name] = module
     sys.path.insert(0, str(BENCH))
     try:
@@ -38,3 +27,21 @@ def versus_cli() -> ModuleType:
     finally:
         sys.path.remove(str(BENCH))
     return module
+
+
+@pytest.fixture(scope="session")
+def quality() -> ModuleType:
+    """``bench/quality.py``."""
+    return load_bench_script("quality")
+
+
+@pytest.fixture(scope="session")
+def versus_cli() -> ModuleType:
+    """``bench/versus_cli.py``."""
+    return load_bench_script("versus_cli")
+
+
+@pytest.fixture(scope="session")
+def gpu_bench() -> ModuleType:
+    """``bench/gpu.py``."""
+    return load_bench_script("gpu")

@@ -8,12 +8,10 @@ nothing on CPU; only their presence and signs are checked.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,24 +24,6 @@ BENCH = REPO / "bench"
 BATCH_SIZES = (1, 2)
 PRECISIONS = ("fp32", "bf16", "fp16")
 SONGS = 2
-
-
-@pytest.fixture(scope="module")
-def gpu_bench() -> Iterator[ModuleType]:
-    """``bench/gpu.py`` imported from its file, with ``bench/`` on the path as when it runs
-    as a script (it imports ``songs`` and ``throughput`` from beside it)."""
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Its dataclasses look their module up by name.
-    sys.modules[spec.name] = module
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    yield module
-    del sys.modules[spec.name]
 
 
 def test_sdr_against_a_known_error(gpu_bench: ModuleType) -> None:
