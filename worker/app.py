@@ -13,11 +13,13 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -95,6 +97,27 @@ class DemixWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
                 logger.warning("Redis went away while a job was claimed; it is claimed again")
+
+    async def close(self) -> None:
+        """arq's close, which also survives a job cancelled before arq's own handling began.
+
+        A job cancelled while arq still reads it from Redis ends in CancelledError, and arq's
+        close re-raises that from its gather: the process would die without ``on_shutdown``,
+        and the claim would hold the job until it expires (the job timeout, hours). Such jobs
+        are reaped first and their claims given back, so another worker serves them now.
+        """
+        if not self._handle_signals:
+            # As arq's close does (it will again, harmlessly): polling stops, jobs cancelled.
+            self.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        unstarted = [job_id for job_id, task in self.tasks.items() if task.cancelled()]
+        # Every task has ended; arq's close would only re-raise their cancellations.
+        self.tasks.clear()
+        if self._pool is not None and unstarted:
+            with contextlib.suppress(RedisError):
+                await self._pool.delete(*(in_progress_key_prefix + job_id for job_id in unstarted))
+            logger.info("claims given back on shutdown", extra={"jobs": len(unstarted)})
+        await super().close()
 
 
 def worker_redis_settings(redis_url: str) -> RedisSettings:

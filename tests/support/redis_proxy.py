@@ -1,8 +1,10 @@
-"""A TCP proxy in front of a real redis-server that can cut a connection at a chosen command.
+"""A TCP proxy in front of a real redis-server that can cut or stall a connection at a chosen
+command.
 
 A crash of Redis lands at a random point of a client's work; to test the one point that
 matters (a connection lost inside a WATCH ... EXEC claim), the proxy cuts the connection
-when a client sends ``cut_at`` after it has sent ``after``, once.
+when a client sends ``cut_at`` after it has sent ``after``, once. To hold a client at one
+point (a worker stopped while it reads a job), it stalls the connection at a command, once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ class RedisProxy:
         self.target_port = target_port
         self.port = free_port()
         self.cuts = 0
+        self.stalls = 0
         self._armed: tuple[bytes, bytes] | None = None
+        self._stall_at: bytes | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -33,11 +37,22 @@ class RedisProxy:
         without forwarding it (command names in upper case, e.g. ``b"WATCH"``)."""
         self._armed = (after, cut_at)
 
+    def stall_once(self, at: bytes) -> None:
+        """Stop forwarding the next connection that sends command ``at``, from that data on:
+        the client waits for a reply that never comes, until it closes the connection."""
+        self._stall_at = at
+
     async def _pipe_to_redis(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         seen_after = False
         while data := await reader.read(65536):
+            if self._stall_at is not None and b"\r\n" + self._stall_at + b"\r\n" in data.upper():
+                self._stall_at = None
+                self.stalls += 1
+                while await reader.read(65536):
+                    pass
+                return
             if self._armed is not None:
                 after, cut_at = self._armed
                 # RESP arrays name the command as a bulk string: "$5\r\nWATCH\r\n".

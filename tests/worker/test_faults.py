@@ -398,3 +398,25 @@ async def test_redis_lost_while_a_job_is_claimed_the_claim_is_tried_again(
     assert worker.job_counter == 0, "the failed claim gave its slot back"
     assert "it is claimed again" in caplog.text
     assert track_names(fake_bot_api, submitted) == TWO_TRACKS
+
+
+async def test_a_worker_stopped_while_it_reads_a_job_gives_the_job_back(
+    fake_bot_api: FakeBotApi,
+    service_settings: Callable[..., Settings],
+    redis_url: str,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
+    proxy = RedisProxy(target_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    async with proxy.running():
+        # A claimed job's first read (GET it, INCRBY its try count) gets no reply, so the stop
+        # lands before arq's own handling of the job began.
+        proxy.stall_once(at=b"INCRBY")
+        async with running_worker(service_settings(redis_url=proxy.url), separator) as stopped:
+            await async_wait_until(lambda: proxy.stalls == 1, timeout=30, what="the read stalled")
+    assert not await pool.exists(stopped.health_check_key), "the shutdown ran to its end"
+    worker = await run_worker_burst(service_settings(redis_url=redis_url), separator)
+    assert (worker.jobs_complete, worker.jobs_failed) == (1, 0), "the claim was given back"
+    assert track_names(fake_bot_api, submitted) == TWO_TRACKS
