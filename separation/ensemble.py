@@ -19,7 +19,7 @@ import hashlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -48,6 +48,12 @@ _STATS_BLOCK = 1 << 17
 _FLUSH_FRAMES = 10 * SAMPLERATE
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Passes running with PyTorch's multi-head attention fast path turned off (see
+# _attention_through_sdpa); the last one out restores the process's setting.
+_sdpa_lock = threading.Lock()
+_sdpa_passes = 0
+_fastpath_before = True
 
 # CPU: batches of 2, 4 and 8 chunks measured no faster than 1 on a 2-core machine (tiny and
 # published shapes, 30 s of music), and each extra chunk holds about 0.5 GB more.
@@ -462,6 +468,11 @@ class EnsembleSeparator:
             weights = [[1.0] * len(model.sources)]
         for sub_model in sub_models:
             sub_model.to(self.device)
+            if self.device.type == "cpu":
+                # oneDNN's 2-D convolutions skip a layout reorder with channels-last weights:
+                # 3-6 % faster per forward pass on the published shapes, outputs equal within
+                # 5e-7. Not measured on a GPU yet, so CUDA keeps the default layout.
+                sub_model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             sub_model.eval()
         return _LoadedModel(name, list(model.sources), sub_models, weights)
 
@@ -517,6 +528,32 @@ class EnsembleSeparator:
 
 
 # -- streaming ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _attention_through_sdpa() -> Iterator[None]:
+    """Self-attention through ``scaled_dot_product_attention`` while the block runs.
+
+    In eval mode ``nn.MultiheadAttention`` sends self-attention (query, key and value the
+    same tensor) down its "fast path", whose CPU kernel materialises every head's full
+    attention matrix (8 x 2688 x 2688 floats per HTDemucs frequency layer) and multiplies it
+    out; the ordinary path calls SDPA's fused kernel, as demucs's cross-attention already
+    does. Measured on the published shapes in float32 on CPU: each forward pass 12 % faster,
+    outputs equal within 4e-7. The switch is process-wide, so it is counted: passes in
+    other threads overlap safely and the last one out restores the setting."""
+    global _sdpa_passes, _fastpath_before
+    with _sdpa_lock:
+        if _sdpa_passes == 0:
+            _fastpath_before = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+        _sdpa_passes += 1
+    try:
+        yield
+    finally:
+        with _sdpa_lock:
+            _sdpa_passes -= 1
+            if _sdpa_passes == 0:
+                torch.backends.mha.set_fastpath_enabled(_fastpath_before)
 
 
 def _checked_mix(audio: Audio) -> np.ndarray:
@@ -708,7 +745,7 @@ class _Pass:
             inputs = inputs.pin_memory().to(separator.device, non_blocking=True)
         else:
             inputs = inputs.to(separator.device)
-        with torch.no_grad(), separator.autocast():
+        with torch.no_grad(), separator.autocast(), _attention_through_sdpa():
             batch_out = self._sub_model(inputs)
         del inputs
         # A blocking copy back: the accumulators and the cross-fade stay on the host.

@@ -121,6 +121,16 @@ def test_bf16_runs_the_network_in_bf16_and_the_spectral_ops_in_float32(
     assert log.seen["istft"] == {torch.complex64}
 
 
+def test_self_attention_runs_through_the_fused_sdpa_kernel(model_repo: Path) -> None:
+    separator = make_separator(model_repo)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        separator.separate(audio_of(music_like(2.0)), ["vocals"])
+    ops = {event.key for event in profile.key_averages()}
+    assert "aten::_native_multi_head_attention" not in ops, "the fast path's unfused kernel"
+    assert "aten::scaled_dot_product_attention" in ops
+    assert torch.backends.mha.get_fastpath_enabled(), "the process's setting is restored"
+
+
 def test_precision_defaults_to_fp32_on_cpu_and_bf16_on_capable_cuda(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
