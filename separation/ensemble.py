@@ -100,17 +100,28 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 @dataclass
 class _LoadedModel:
-    """A model as a bag: sub-models and their per-source weights."""
+    """A model as a bag: its sub-models' signatures and per-source weights, and the
+    sub-models loaded so far (each on first need: a pick loads only what it runs)."""
 
     name: str
     sources: list[str]
-    sub_models: list[Any]  # demucs HTDemucs/HDemucs/Demucs modules
+    signatures: list[str]
     weights: list[list[float]]
+    load_sub_model: Callable[[int], Any]  # a demucs HTDemucs/HDemucs/Demucs module
+    sub_models: dict[int, Any] = field(default_factory=dict)
 
     def contributors(self, source: str) -> list[int]:
         """Indices of the sub-models with a non-zero weight for ``source``."""
         k = self.sources.index(source)
         return [i for i, row in enumerate(self.weights) if row[k] != 0.0]
+
+    def sub_model(self, index: int) -> Any:
+        """Sub-model ``index``, loaded now if it was not yet."""
+        loaded = self.sub_models.get(index)
+        if loaded is None:
+            loaded = self.load_sub_model(index)
+            self.sub_models[index] = loaded
+        return loaded
 
 
 ProgressCallback = Callable[[float], None]
@@ -230,10 +241,22 @@ class EnsembleSeparator:
         return sink.close()
 
     def warm_up(self) -> None:
-        """Load both models now (e.g. at worker start) instead of on the first request."""
+        """Load now (e.g. at worker start), instead of on the first request, every
+        sub-model of both models that some pick can run under the blend weights."""
         with self._lock:
-            for name in self.config.models:
-                self._model(name)
+            for name, source in sorted(self._usable):
+                model = self._model(name)
+                if source in model.sources:
+                    for index in model.contributors(source):
+                        model.sub_model(index)
+
+    def loaded_sub_models(self) -> dict[str, list[str]]:
+        """Per model name, the signatures of the sub-models loaded so far."""
+        with self._lock:
+            return {
+                name: [model.signatures[i] for i in sorted(model.sub_models)]
+                for name, model in self._models.items()
+            }
 
     # -- estimation ------------------------------------------------------------------
 
@@ -288,8 +311,8 @@ class EnsembleSeparator:
             for run in runs:
                 run.passes = [
                     [
-                        _Pass(self, run.model.sub_models[sub.index], song, sub.keep_idx, delay)
-                        for delay in self._shift_delays(run.model.sub_models[sub.index])
+                        _Pass(self, run.model.sub_model(sub.index), song, sub.keep_idx, delay)
+                        for delay in self._shift_delays(run.model.sub_model(sub.index))
                     ]
                     for sub in run.subs
                 ]
@@ -443,9 +466,6 @@ class EnsembleSeparator:
             return loaded
 
     def _load(self, name: str) -> _LoadedModel:
-        from demucs.apply import BagOfModels
-        from demucs.pretrained import get_model
-
         repo = self.config.model_repo
         if repo is not None and not repo.is_dir():
             raise ModelUnavailableError(f"model folder {repo} does not exist")
@@ -457,24 +477,89 @@ class EnsembleSeparator:
             self.precision,
         )
         try:
-            model: Any = get_model(name, repo=repo)
+            if repo is not None and (repo / f"{name}.yaml").is_file():
+                return self._load_bag_lazily(name, repo)
+            return self._load_whole(name, repo)
+        except ModelUnavailableError:
+            raise
         except Exception as exc:  # demucs raises several kinds; all mean "not available"
             raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
+
+    def _load_whole(self, name: str, repo: Path | None) -> _LoadedModel:
+        """A model through demucs's ``get_model`` (a download, or a single model file),
+        every sub-model at once."""
+        from demucs.apply import BagOfModels
+        from demucs.pretrained import get_model
+
+        model: Any = get_model(name, repo=repo)
         if isinstance(model, BagOfModels):
             sub_models = list(model.models)
             weights = [list(map(float, row)) for row in model.weights]
         else:
             sub_models = [model]
             weights = [[1.0] * len(model.sources)]
-        for sub_model in sub_models:
-            sub_model.to(self.device)
-            if self.device.type == "cpu":
-                # oneDNN's 2-D convolutions skip a layout reorder with channels-last weights:
-                # 3-6 % faster per forward pass on the published shapes, outputs equal within
-                # 5e-7. Not measured on a GPU yet, so CUDA keeps the default layout.
-                sub_model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            sub_model.eval()
-        return _LoadedModel(name, list(model.sources), sub_models, weights)
+        loaded = {i: self._placed(sub_model) for i, sub_model in enumerate(sub_models)}
+        signatures = [f"{name}[{i}]" for i in range(len(sub_models))]
+
+        def already_loaded(index: int) -> Any:
+            return loaded[index]
+
+        return _LoadedModel(name, list(model.sources), signatures, weights, already_loaded, loaded)
+
+    def _load_bag_lazily(self, name: str, repo: Path) -> _LoadedModel:
+        """A bag of models from a local folder, as demucs's ``get_model`` reads it (the
+        ``.yaml`` names the sub-models' signatures, their weights and a segment), with
+        each sub-model loaded by demucs only when first needed: htdemucs_ft's four
+        sub-models cost about 0.3 s and 170 MB each, and under the design's blend weights
+        no pick runs its ``other`` sub-model, a vocals pick only one of them."""
+        from demucs.apply import BagOfModels
+        from demucs.repo import LocalRepo
+
+        bag = yaml.safe_load((repo / f"{name}.yaml").read_text())
+        signatures = [str(sig) for sig in bag["models"]]
+        model_repo = LocalRepo(repo)
+        reference: list[Any] = []
+
+        def load_sub_model(index: int) -> Any:
+            sub_model = model_repo.get_model(signatures[index])
+            candidates = [*reference, sub_model]
+            # demucs's own bag checks the sub-models agree (sources, rate, channels) and
+            # applies the bag's segment to this one, as for a whole bag.
+            BagOfModels(candidates, None, bag.get("segment"))
+            if not reference:
+                reference.append(sub_model)
+            return self._placed(sub_model)
+
+        def load_checked(index: int) -> Any:
+            try:
+                return load_sub_model(index)
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"could not load sub-model {signatures[index]} of {name}: {exc}"
+                ) from exc
+
+        # The first sub-model tells the bag's sources, which its weights are ordered by.
+        first = load_sub_model(0)
+        sources = list(first.sources)
+        rows = bag.get("weights") or [[1.0] * len(sources) for _ in signatures]
+        weights = [list(map(float, row)) for row in rows]
+        if len(weights) != len(signatures) or any(len(row) != len(sources) for row in weights):
+            raise ModelUnavailableError(
+                f"the weights of {name} do not fit its {len(signatures)} sub-models "
+                f"of {len(sources)} sources"
+            )
+        return _LoadedModel(name, sources, signatures, weights, load_checked, {0: first})
+
+    def _placed(self, sub_model: Any) -> Any:
+        """A loaded sub-model on the device, in eval mode, in the layout its passes use."""
+        sub_model.to(self.device)
+        if self.device.type == "cpu":
+            # oneDNN's 2-D convolutions skip a layout reorder with channels-last weights:
+            # 3-6 % faster per forward pass on the published shapes, outputs equal within
+            # 5e-7. Not measured on a GPU yet, so CUDA keeps the default layout.
+            sub_model.to(memory_format=torch.channels_last)
+        sub_model.eval()
+        return sub_model
 
     def _identity(self, name: str) -> str:
         """What identifies a model's weights, read without loading them (for cache keys)."""

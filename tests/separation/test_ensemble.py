@@ -4,11 +4,13 @@ cancellation, cache, configuration errors."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from separation import (
     SOURCES,
@@ -293,6 +295,52 @@ def test_default_blend_weights_follow_the_design() -> None:
         "piano": 0.0,
         "other": 0.0,
     }
+
+
+def _signatures(repo: Path, name: str) -> list[str]:
+    return [str(sig) for sig in yaml.safe_load((repo / f"{name}.yaml").read_text())["models"]]
+
+
+def test_a_pick_loads_only_the_sub_models_it_runs(model_repo: Path, clip: Audio) -> None:
+    drums, bass, _other, vocals = _signatures(model_repo, "htdemucs_ft")
+    (six,) = _signatures(model_repo, "htdemucs_6s")
+    separator = make_separator(model_repo)
+    separator.separate(clip, ["vocals"])
+    # The bag's first sub-model is read for its sources; vocals' runs.
+    assert separator.loaded_sub_models() == {"htdemucs_ft": [drums, vocals]}
+    separator.separate(clip, list(SOURCES))
+    assert separator.loaded_sub_models() == {
+        "htdemucs_ft": [drums, bass, vocals],
+        "htdemucs_6s": [six],
+    }
+
+
+def test_warm_up_loads_what_some_pick_can_run_and_nothing_else(model_repo: Path) -> None:
+    drums, bass, other, vocals = _signatures(model_repo, "htdemucs_ft")
+    (six,) = _signatures(model_repo, "htdemucs_6s")
+    by_design = make_separator(model_repo)
+    by_design.warm_up()
+    # Under the design's blend weights `other` comes from htdemucs_6s, never from A.
+    assert by_design.loaded_sub_models() == {
+        "htdemucs_ft": [drums, bass, vocals],
+        "htdemucs_6s": [six],
+    }
+    other_from_a = make_separator(model_repo, blend_weights={"other": 1.0})
+    other_from_a.warm_up()
+    assert other_from_a.loaded_sub_models()["htdemucs_ft"] == [drums, bass, other, vocals]
+
+
+def test_a_missing_sub_model_fails_only_the_picks_that_run_it(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo, repo)
+    vocals = _signatures(repo, "htdemucs_ft")[3]
+    next(repo.glob(f"{vocals}-*.th")).unlink()
+    separator = make_separator(repo)
+    assert set(separator.separate(clip, ["drums"])) == {"drums", "no_drums"}
+    with pytest.raises(ModelUnavailableError, match=vocals):
+        separator.separate(clip, ["vocals"])
 
 
 def test_missing_model_or_folder_is_model_unavailable(
