@@ -78,6 +78,10 @@ class RedisOutageRetry(Retry):
         return await super().call_with_retry(do, note)
 
 
+# How long a stopping worker tries to give back the claims of jobs it never began.
+CLAIM_RETURN_TIMEOUT_S = 5.0
+
+
 class DemixWorker(Worker):
     """arq's Worker, taking jobs through a Redis restart.
 
@@ -87,6 +91,22 @@ class DemixWorker(Worker):
     claim is then given up and the job's slot returned, as arq does when another worker
     wins the claim; the next poll tries again.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.on_job_start is not None or self.after_job_end is not None:
+            raise TypeError("DemixWorker uses on_job_start and after_job_end itself")
+        # Jobs arq has taken up to their function: from there on arq gives their claims
+        # back itself (close() must not, or a finishing job could be claimed again).
+        self._reached_function: set[str] = set()
+        self.on_job_start = self._job_reaches_function
+        self.after_job_end = self._job_ended
+
+    async def _job_reaches_function(self, ctx: dict[str, Any]) -> None:
+        self._reached_function.add(ctx["job_id"])
+
+    async def _job_ended(self, ctx: dict[str, Any]) -> None:
+        self._reached_function.discard(ctx["job_id"])
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
@@ -109,14 +129,26 @@ class DemixWorker(Worker):
         if not self._handle_signals:
             # As arq's close does (it will again, harmlessly): polling stops, jobs cancelled.
             self.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        unstarted = [job_id for job_id, task in self.tasks.items() if task.cancelled()]
+        outcomes = await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                logger.error("a job's task failed", exc_info=outcome)
+        unstarted = [
+            job_id
+            for job_id, task in self.tasks.items()
+            if task.cancelled() and job_id not in self._reached_function
+        ]
         # Every task has ended; arq's close would only re-raise their cancellations.
         self.tasks.clear()
         if self._pool is not None and unstarted:
-            with contextlib.suppress(RedisError):
-                await self._pool.delete(*(in_progress_key_prefix + job_id for job_id in unstarted))
-            logger.info("claims given back on shutdown", extra={"jobs": len(unstarted)})
+            keys = [in_progress_key_prefix + job_id for job_id in unstarted]
+            try:
+                # Bounded: Redis outages are otherwise waited out, and this is shutdown.
+                await asyncio.wait_for(self._pool.delete(*keys), CLAIM_RETURN_TIMEOUT_S)
+            except (RedisError, TimeoutError):
+                logger.warning("claims not given back on shutdown; they expire with the lease")
+            else:
+                logger.info("claims given back on shutdown", extra={"jobs": len(unstarted)})
         await super().close()
 
 
