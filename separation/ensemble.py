@@ -307,6 +307,11 @@ class EnsembleSeparator:
             mean, std = _reference_stats(mix, padded_length)
             song = _NormalisedSong(mix_t, padded_length, mean, std)
 
+            # Every sub-model is loaded before the first pass sizes its batches from the
+            # free device memory.
+            for run in runs:
+                for sub in run.subs:
+                    run.model.sub_model(sub.index)
             passes: list[_Pass] = []
             for run in runs:
                 run.passes = [
@@ -476,14 +481,9 @@ class EnsembleSeparator:
             self.device,
             self.precision,
         )
-        try:
-            if repo is not None and (repo / f"{name}.yaml").is_file():
-                return self._load_bag_lazily(name, repo)
-            return self._load_whole(name, repo)
-        except ModelUnavailableError:
-            raise
-        except Exception as exc:  # demucs raises several kinds; all mean "not available"
-            raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
+        if repo is not None and (repo / f"{name}.yaml").is_file():
+            return self._load_bag_lazily(name, repo)
+        return self._load_whole(name, repo)
 
     def _load_whole(self, name: str, repo: Path | None) -> _LoadedModel:
         """A model through demucs's ``get_model`` (a download, or a single model file),
@@ -491,7 +491,10 @@ class EnsembleSeparator:
         from demucs.apply import BagOfModels
         from demucs.pretrained import get_model
 
-        model: Any = get_model(name, repo=repo)
+        try:
+            model: Any = get_model(name, repo=repo)
+        except Exception as exc:  # demucs raises several kinds; all mean "not available"
+            raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
         if isinstance(model, BagOfModels):
             sub_models = list(model.models)
             weights = [list(map(float, row)) for row in model.weights]
@@ -515,40 +518,43 @@ class EnsembleSeparator:
         from demucs.apply import BagOfModels
         from demucs.repo import LocalRepo
 
-        bag = yaml.safe_load((repo / f"{name}.yaml").read_text())
-        signatures = [str(sig) for sig in bag["models"]]
-        model_repo = LocalRepo(repo)
+        try:
+            bag = yaml.safe_load((repo / f"{name}.yaml").read_text())
+            signatures = [str(sig) for sig in bag["models"]]
+            model_repo = LocalRepo(repo)
+        except Exception as exc:  # unreadable, not YAML, no list of models
+            raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
         reference: list[Any] = []
 
         def load_sub_model(index: int) -> Any:
-            sub_model = model_repo.get_model(signatures[index])
-            candidates = [*reference, sub_model]
-            # demucs's own bag checks the sub-models agree (sources, rate, channels) and
-            # applies the bag's segment to this one, as for a whole bag.
-            BagOfModels(candidates, None, bag.get("segment"))
-            if not reference:
-                reference.append(sub_model)
-            return self._placed(sub_model)
-
-        def load_checked(index: int) -> Any:
             try:
-                return load_sub_model(index)
-            except Exception as exc:
+                sub_model = model_repo.get_model(signatures[index])
+                # demucs's own bag checks the sub-models agree (sources, rate, channels)
+                # and applies the bag's segment to this one, as for a whole bag.
+                BagOfModels([*reference, sub_model], None, bag.get("segment"))
+            except Exception as exc:  # demucs raises several kinds; all mean "not available"
                 raise ModelUnavailableError(
                     f"could not load sub-model {signatures[index]} of {name}: {exc}"
                 ) from exc
+            if not reference:
+                reference.append(sub_model)
+            # Outside the try: a device out of memory is not a model that is unavailable.
+            return self._placed(sub_model)
 
         # The first sub-model tells the bag's sources, which its weights are ordered by.
         first = load_sub_model(0)
         sources = list(first.sources)
         rows = bag.get("weights") or [[1.0] * len(sources) for _ in signatures]
-        weights = [list(map(float, row)) for row in rows]
+        try:
+            weights = [list(map(float, row)) for row in rows]
+        except (TypeError, ValueError):
+            weights = []
         if len(weights) != len(signatures) or any(len(row) != len(sources) for row in weights):
             raise ModelUnavailableError(
-                f"the weights of {name} do not fit its {len(signatures)} sub-models "
-                f"of {len(sources)} sources"
+                f"the weights of {name} are not one row of {len(sources)} numbers for each "
+                f"of its {len(signatures)} sub-models"
             )
-        return _LoadedModel(name, sources, signatures, weights, load_checked, {0: first})
+        return _LoadedModel(name, sources, signatures, weights, load_sub_model, {0: first})
 
     def _placed(self, sub_model: Any) -> Any:
         """A loaded sub-model on the device, in eval mode, in the layout its passes use."""

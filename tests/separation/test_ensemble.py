@@ -343,6 +343,21 @@ def test_a_missing_sub_model_fails_only_the_picks_that_run_it(
         separator.separate(clip, ["vocals"])
 
 
+@pytest.mark.parametrize(
+    "weights", [[[1.0, 0.0]] * 4, [[1.0, 0.0, 0.0, 0.0]] * 3, [["loud", 0, 0, 0]] * 4]
+)
+def test_bag_weights_that_do_not_fit_are_model_unavailable(
+    model_repo: Path, tmp_path: Path, clip: Audio, weights: list[list[object]]
+) -> None:
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo, repo)
+    bag_file = repo / "htdemucs_ft.yaml"
+    bag = yaml.safe_load(bag_file.read_text())
+    bag_file.write_text(yaml.safe_dump({**bag, "weights": weights}))
+    with pytest.raises(ModelUnavailableError, match="weights of htdemucs_ft"):
+        make_separator(repo).separate(clip, ["vocals"])
+
+
 def test_missing_model_or_folder_is_model_unavailable(
     model_repo: Path, tmp_path: Path, clip: Audio
 ) -> None:
