@@ -309,17 +309,15 @@ class EnsembleSeparator:
 
             # Every sub-model is loaded before the first pass sizes its batches from the
             # free device memory.
-            for run in runs:
-                for sub in run.subs:
-                    run.model.sub_model(sub.index)
+            sub_models = [[run.model.sub_model(sub.index) for sub in run.subs] for run in runs]
             passes: list[_Pass] = []
-            for run in runs:
+            for run, models in zip(runs, sub_models, strict=True):
                 run.passes = [
                     [
-                        _Pass(self, run.model.sub_model(sub.index), song, sub.keep_idx, delay)
-                        for delay in self._shift_delays(run.model.sub_model(sub.index))
+                        _Pass(self, model, song, sub.keep_idx, delay)
+                        for delay in self._shift_delays(model)
                     ]
-                    for sub in run.subs
+                    for sub, model in zip(run.subs, models, strict=True)
                 ]
                 passes += [each for sub_passes in run.passes for each in sub_passes]
             total_chunks = sum(len(p.offsets) for p in passes)
@@ -503,11 +501,9 @@ class EnsembleSeparator:
             weights = [[1.0] * len(model.sources)]
         loaded = {i: self._placed(sub_model) for i, sub_model in enumerate(sub_models)}
         signatures = [f"{name}[{i}]" for i in range(len(sub_models))]
-
-        def already_loaded(index: int) -> Any:
-            return loaded[index]
-
-        return _LoadedModel(name, list(model.sources), signatures, weights, already_loaded, loaded)
+        return _LoadedModel(
+            name, list(model.sources), signatures, weights, loaded.__getitem__, loaded
+        )
 
     def _load_bag_lazily(self, name: str, repo: Path) -> _LoadedModel:
         """A bag of models from a local folder, as demucs's ``get_model`` reads it (the

@@ -12,14 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from tests.support.redis_server import free_port
 
 
 class RedisProxy:
-    """Forwards 127.0.0.1:``port`` to Redis at ``target_port``; see :meth:`cut_once`."""
+    """Forwards 127.0.0.1:``port`` to the Redis at ``target_url`` (on this host); see
+    :meth:`cut_once` and :meth:`stall_once`."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_url: str) -> None:
+        target_port = urlsplit(target_url).port
+        if target_port is None:
+            raise ValueError(f"no port in {target_url!r}")
         self.target_port = target_port
         self.port = free_port()
         self.cuts = 0

@@ -388,7 +388,7 @@ async def test_redis_lost_while_a_job_is_claimed_the_claim_is_tried_again(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="worker.app")
     submitted = await submit(fake_bot_api, pool, song, ("vocals",))
-    proxy = RedisProxy(target_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    proxy = RedisProxy(redis_url)
     async with proxy.running():
         # arq claims a job inside WATCH ... EXEC: the connection goes between the two.
         proxy.cut_once(after=b"WATCH", cut_at=b"EXISTS")
@@ -409,7 +409,7 @@ async def test_a_worker_stopped_while_it_reads_a_job_gives_the_job_back(
     song: Path,
 ) -> None:
     submitted = await submit(fake_bot_api, pool, song, ("vocals",))
-    proxy = RedisProxy(target_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    proxy = RedisProxy(redis_url)
     async with proxy.running():
         # A claimed job's first read (GET it, INCRBY its try count) gets no reply, so the stop
         # lands before arq's own handling of the job began.
