@@ -15,12 +15,16 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.experiments import Experiment, parse_experiment
 from common.logs import LogFormat
 from separation.config import (
     DEFAULT_BLEND_WEIGHTS,
     DEFAULT_MODELS,
+    DEFAULT_STRATEGY,
+    Ensemble,
     Precision,
     SeparatorConfig,
+    Strategy,
     check_precision,
 )
 
@@ -58,7 +62,11 @@ class Settings(BaseSettings):
     model_repo: Path | None = None
     models: Annotated[tuple[str, str], NoDecode] = DEFAULT_MODELS
     device: str = "auto"
+    ensemble: Strategy = DEFAULT_STRATEGY
     blend_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BLEND_WEIGHTS))
+    blend_always: bool = False
+    # An A/B experiment over ensembles, ``NAME: VARIANT=SHARE,...`` (common/experiments.py).
+    experiment: str | None = None
     shifts: int = Field(0, ge=0, le=10)
     overlap: float = Field(0.25, ge=0.0, lt=1.0)
     batch_size: int = Field(0, ge=0, le=64)  # 0: picked for the device
@@ -140,11 +148,39 @@ class Settings(BaseSettings):
         check_precision(value, str(info.data.get("device", "auto")))
         return value
 
+    @field_validator("experiment")
+    @classmethod
+    def _check_experiment(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A malformed ``DEMIX_EXPERIMENT`` stops start-up with the parser's message; an
+        empty one is unset."""
+        if value is None or not value.strip():
+            return None
+        try:
+            default = Ensemble(
+                info.data.get("ensemble", DEFAULT_STRATEGY),
+                dict(info.data.get("blend_weights", {})),
+                bool(info.data.get("blend_always", False)),
+            )
+        except ValueError:
+            default = Ensemble()  # the ensemble settings' own error is reported for them
+        parse_experiment(value, default)
+        return value
+
+    def experiment_spec(self) -> Experiment | None:
+        """The A/B experiment ``DEMIX_EXPERIMENT`` runs, or None when it is unset."""
+        if self.experiment is None:
+            return None
+        return parse_experiment(self.experiment, self.default_ensemble())
+
     def require_token(self) -> str:
         """The bot token, or a clear error for entry points that need one."""
         if self.telegram_bot_token is None or not self.telegram_bot_token.get_secret_value():
             raise SystemExit("TELEGRAM_BOT_TOKEN is not set (environment or .env file)")
         return self.telegram_bot_token.get_secret_value()
+
+    def default_ensemble(self) -> Ensemble:
+        """How the models combine where no experiment assigns a variant."""
+        return Ensemble(self.ensemble, dict(self.blend_weights), self.blend_always)
 
     def separator_config(self) -> SeparatorConfig:
         """The separation engine's configuration (a cache cap of 0 disables the cache)."""
@@ -152,7 +188,7 @@ class Settings(BaseSettings):
             models=self.models,
             model_repo=self.model_repo,
             device=self.device,
-            blend_weights=dict(self.blend_weights),
+            ensemble=self.default_ensemble(),
             shifts=self.shifts,
             overlap=self.overlap,
             batch_size=self.batch_size,

@@ -11,7 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from separation.config import DEFAULT_BLEND_WEIGHTS, DEFAULT_MODELS, SeparatorConfig
+from separation.config import (
+    DEFAULT_BLEND_WEIGHTS,
+    DEFAULT_MODELS,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    Ensemble,
+    SeparatorConfig,
+)
 from separation.errors import (
     ACCEPTED_FORMATS,
     InvalidAudioError,
@@ -64,10 +71,13 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "DEFAULT_BLEND_WEIGHTS",
     "DEFAULT_MODELS",
+    "DEFAULT_STRATEGY",
     "SAMPLERATE",
     "SOURCES",
+    "STRATEGIES",
     "Audio",
     "AudioInfo",
+    "Ensemble",
     "EnsembleSeparator",
     "InvalidAudioError",
     "ModelUnavailableError",

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 import yaml
 
+from separation import strategies
 from separation.audio import SAMPLERATE, Audio, RawTrack
 from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
-from separation.config import SeparatorConfig, check_precision
+from separation.config import STRATEGIES, Ensemble, SeparatorConfig, check_precision
 from separation.errors import ModelUnavailableError, SeparationCancelled
 from separation.mixing import assemble_tracks
-from separation.tracks import SOURCES, plan_tracks, sources_to_estimate
+from separation.tracks import plan_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +155,7 @@ class EnsembleSeparator:
         )
         self._models: dict[str, _LoadedModel] = {}
         self._identities: dict[str, str] = {}
-        # Every (model, source) estimate some pick can use under these blend weights.
-        self._usable = frozenset(self._requests(SOURCES))
+        self._usable_by_ensemble: dict[Ensemble, frozenset[tuple[str, str]]] = {}
         self._lock = threading.RLock()
 
     @property
@@ -170,6 +170,7 @@ class EnsembleSeparator:
         audio: Audio,
         stems: Iterable[str],
         *,
+        ensemble: Ensemble | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> dict[str, np.ndarray]:
@@ -179,6 +180,8 @@ class EnsembleSeparator:
         Args:
             audio: the decoded song.
             stems: the picked sources (see :func:`separation.plan_tracks`).
+            ensemble: how the two models' estimates combine (:mod:`separation.strategies`);
+                None: the configuration's.
             progress: called with the fraction done (0..1) after each chunk (the chunks of
                 one batch report together, when it is done).
             should_cancel: polled before each chunk (a batch is gathered chunk by chunk,
@@ -198,7 +201,7 @@ class EnsembleSeparator:
         stems = list(stems)
         mix = _checked_mix(audio)
         sink = _ArraySink(plan_tracks(stems), mix.shape[1])
-        self._stream(mix, stems, sink, progress, should_cancel)
+        self._stream(mix, stems, sink, ensemble, progress, should_cancel)
         return sink.tracks
 
     def separate_to_files(
@@ -207,6 +210,7 @@ class EnsembleSeparator:
         stems: Iterable[str],
         out_dir: Path,
         *,
+        ensemble: Ensemble | None = None,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> dict[str, RawTrack]:
@@ -218,6 +222,7 @@ class EnsembleSeparator:
             audio: the decoded song.
             stems: the picked sources.
             out_dir: the folder for the tracks' files (``<track>.f32``); created if missing.
+            ensemble: as for :meth:`separate`.
             progress: as for :meth:`separate`.
             should_cancel: as for :meth:`separate`.
 
@@ -234,7 +239,7 @@ class EnsembleSeparator:
         mix = _checked_mix(audio)
         sink = _FileSink(plan_tracks(stems), mix.shape[1], out_dir)
         try:
-            self._stream(mix, stems, sink, progress, should_cancel)
+            self._stream(mix, stems, sink, ensemble, progress, should_cancel)
         except BaseException:
             sink.discard()
             raise
@@ -242,9 +247,9 @@ class EnsembleSeparator:
 
     def warm_up(self) -> None:
         """Load now (e.g. at worker start), instead of on the first request, every
-        sub-model of both models that some pick can run under the blend weights."""
+        sub-model of both models that some pick can run under the configured ensemble."""
         with self._lock:
-            for name, source in sorted(self._usable):
+            for name, source in sorted(self._usable(self.config.ensemble)):
                 model = self._model(name)
                 if source in model.sources:
                     for index in model.contributors(source):
@@ -260,23 +265,31 @@ class EnsembleSeparator:
 
     # -- estimation ------------------------------------------------------------------
 
-    def _requests(self, needed: Iterable[str]) -> list[tuple[str, str]]:
-        """The (model name, source) estimates the blend of ``needed`` sources uses."""
+    def _usable(self, ensemble: Ensemble) -> frozenset[tuple[str, str]]:
+        """Every (model name, source) estimate some pick can use under any strategy with
+        ``ensemble``'s blend weights: an experiment's variants share the cache."""
+        usable = self._usable_by_ensemble.get(ensemble)
+        if usable is None:
+            usable = frozenset(
+                (self._model_name(role), source)
+                for strategy in STRATEGIES
+                for role, source in strategies.usable_estimates(
+                    Ensemble(strategy, ensemble.blend_weights)
+                )
+            )
+            self._usable_by_ensemble[ensemble] = usable
+        return usable
+
+    def _model_name(self, role: str) -> str:
         name_a, name_b = self.config.models
-        requests: list[tuple[str, str]] = []
-        for source in needed:
-            weight_a = self.config.blend_weights[source]
-            if weight_a > 0.0:
-                requests.append((name_a, source))
-            if weight_a < 1.0:
-                requests.append((name_b, source))
-        return requests
+        return name_a if role == strategies.ROLE_A else name_b
 
     def _stream(
         self,
         mix: np.ndarray,
         stems: list[str],
         sink: _TrackSink,
+        ensemble: Ensemble | None,
         progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
     ) -> None:
@@ -285,10 +298,13 @@ class EnsembleSeparator:
 
         The sub-models run in lockstep (the one furthest behind runs its next batch), so
         each holds a few chunks of cross-fade accumulator, and a span's tracks are built
-        from all its estimates (computed, or read from the cache) at once."""
-        needed = sources_to_estimate(stems)
+        from all its estimates (computed, or read from the cache) at once; the strategy's
+        combiner turns them into the picked sources' estimates (it may hold a span back)."""
+        ensemble = ensemble or self.config.ensemble
+        plan = strategies.plan(ensemble, stems)
+        roles = {self._model_name(role): role for role in (strategies.ROLE_A, strategies.ROLE_B)}
         with self._lock, contextlib.ExitStack() as stack:
-            requests = self._requests(needed)
+            requests = [(self._model_name(role), source) for role, source in plan.estimates]
             digest = audio_digest(mix) if self.cache is not None else ""
             length = mix.shape[1]
             cached: dict[tuple[str, str], CacheReader] = {}
@@ -300,7 +316,7 @@ class EnsembleSeparator:
             for model_name, source in requests:
                 if (model_name, source) not in cached:
                     missing.setdefault(model_name, []).append(source)
-            runs = self._plan_runs(missing)
+            runs = self._plan_runs(missing, self._usable(ensemble))
 
             mix_t = torch.from_numpy(mix)
             padded_length = max(length, _MIN_SAMPLES)
@@ -344,6 +360,16 @@ class EnsembleSeparator:
 
             if progress is not None and passes:
                 progress(0.0)
+            combiner = plan.combiner()
+            written = 0
+
+            def write(spans: list[dict[str, np.ndarray]]) -> None:
+                nonlocal written
+                for estimates in spans:
+                    stop = written + next(iter(estimates.values())).shape[-1]
+                    sink.write(written, assemble_tracks(mix[:, written:stop], estimates, stems))
+                    written = stop
+
             flushed = 0
             while flushed < length:
                 ahead = [p for p in passes if not p.finished]
@@ -359,39 +385,22 @@ class EnsembleSeparator:
                 if stop <= flushed:
                     continue
                 found: dict[tuple[str, str], np.ndarray] = {
-                    request: reader.read(flushed, stop) for request, reader in cached.items()
+                    (roles[name], source): reader.read(flushed, stop)
+                    for (name, source), reader in cached.items()
                 }
                 for run in runs:
                     for source, estimate in run.take(stop, mean, std).items():
-                        found[(run.model.name, source)] = estimate
+                        found[(roles[run.model.name], source)] = estimate
                         entry = writers.get((run.model.name, source))
                         if entry is not None:
                             entry.write(estimate)
-                estimates = self._blend(found, needed)
-                sink.write(flushed, assemble_tracks(mix[:, flushed:stop], estimates, stems))
+                write(combiner.push(mix[:, flushed:stop], found))
                 flushed = stop
+            write(combiner.finish())
             for writer in writers.values():
                 writer.commit()
         if progress is not None:
             progress(1.0)
-
-    def _blend(
-        self, found: Mapping[tuple[str, str], np.ndarray], needed: Iterable[str]
-    ) -> dict[str, np.ndarray]:
-        """Each needed source's estimate: model A's, model B's or their blend."""
-        name_a, name_b = self.config.models
-        estimates: dict[str, np.ndarray] = {}
-        for source in needed:
-            weight_a = self.config.blend_weights[source]
-            if weight_a >= 1.0:
-                estimates[source] = found[(name_a, source)]
-            elif weight_a <= 0.0:
-                estimates[source] = found[(name_b, source)]
-            else:
-                blended = found[(name_a, source)] * np.float32(weight_a)
-                blended += found[(name_b, source)] * np.float32(1.0 - weight_a)
-                estimates[source] = blended
-        return estimates
 
     def _shift_delays(self, sub_model: Any) -> list[int]:
         """The delay of the song in each of a sub-model's passes: none without shifts; with
@@ -402,7 +411,9 @@ class EnsembleSeparator:
         max_shift = int(0.5 * sub_model.samplerate)
         return [max_shift - random.randint(0, max_shift) for _ in range(self.config.shifts)]
 
-    def _plan_runs(self, missing: Mapping[str, list[str]]) -> list[_ModelRun]:
+    def _plan_runs(
+        self, missing: Mapping[str, list[str]], usable: frozenset[tuple[str, str]]
+    ) -> list[_ModelRun]:
         """What each model must run for its ``missing`` sources: the sub-models, and the
         sources they complete (the wanted ones, and with a cache every other one some pick
         could use, since they cost nothing more)."""
@@ -420,7 +431,7 @@ class EnsembleSeparator:
                 s
                 for s in model.sources
                 if set(model.contributors(s)) <= ran
-                and (s in sources or (self.cache is not None and (model.name, s) in self._usable))
+                and (s in sources or (self.cache is not None and (model.name, s) in usable))
             ]
             subs = []
             for i in sorted(ran):

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.settings import Settings
-from separation.config import DEFAULT_MODELS
+from separation.config import DEFAULT_MODELS, Ensemble
 
 
 @pytest.mark.usefixtures("bare_environment")
@@ -32,7 +32,11 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setenv("DEMIX_MODELS", "a4,b6")
     monkeypatch.setenv("DEMIX_MODEL_REPO", str(tmp_path))
     monkeypatch.setenv("DEMIX_MAX_FILE_MB", "5")
+    monkeypatch.setenv("DEMIX_ENSEMBLE", "route")
+    monkeypatch.setenv("DEMIX_BLEND_WEIGHTS", '{"vocals": 0.7}')
+    monkeypatch.setenv("DEMIX_BLEND_ALWAYS", "true")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.default_ensemble() == Ensemble("route", {"vocals": 0.7}, always=True)
     assert settings.require_token() == "42:abc"
     assert settings.admin_ids == frozenset({7, 9})
     assert settings.models == ("a4", "b6")
@@ -83,7 +87,9 @@ def test_settings_map_onto_the_separator_config(
     settings = make_settings(
         models="a4,b6",
         device="cuda:1",
+        ensemble="refine",
         blend_weights={"vocals": 0.7},
+        blend_always=True,
         shifts=2,
         overlap=0.5,
         cache_max_mb=3,
@@ -92,8 +98,10 @@ def test_settings_map_onto_the_separator_config(
     assert config.models == ("a4", "b6")
     assert config.model_repo == model_repo
     assert config.device == "cuda:1"
-    assert config.blend_weights["vocals"] == 0.7
-    assert config.blend_weights["guitar"] == 0.0
+    assert config.ensemble.strategy == "refine"
+    assert config.ensemble.blend_weights["vocals"] == 0.7
+    assert config.ensemble.blend_weights["guitar"] == 0.0
+    assert config.ensemble.always
     assert (config.shifts, config.overlap) == (2, 0.5)
     assert config.cache_dir == tmp_path / "cache"
     assert config.cache_max_bytes == 3 * 10**6
@@ -108,3 +116,33 @@ def test_defaults_follow_the_design(make_settings: Callable[..., Settings]) -> N
     assert config.models == ("htdemucs_ft", "htdemucs_6s")
     assert config.device == "auto"
     assert config.shifts == 0
+
+
+@pytest.mark.usefixtures("bare_environment")
+def test_an_experiment_is_parsed_with_the_configured_ensemble(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).experiment_spec() is None  # type: ignore[call-arg]
+    monkeypatch.setenv("DEMIX_EXPERIMENT", "")
+    assert Settings(_env_file=None).experiment_spec() is None  # type: ignore[call-arg]
+    monkeypatch.setenv("DEMIX_EXPERIMENT", "ab: route=1,blend(vocals=0.9)=3")
+    monkeypatch.setenv("DEMIX_BLEND_WEIGHTS", '{"drums": 0.5}')
+    experiment = Settings(_env_file=None).experiment_spec()  # type: ignore[call-arg]
+    assert experiment is not None and experiment.name == "ab"
+    blend = experiment.variant("blend(vocals=0.9)")
+    assert blend is not None and blend.share == 3
+    assert dict(blend.ensemble.blend_weights)["vocals"] == 0.9
+    assert dict(blend.ensemble.blend_weights)["drums"] == 0.5, "the configured weights"
+
+
+@pytest.mark.usefixtures("bare_environment")
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [("ab route=1,blend=1", "no ':'"), ("ab: route=1", "variant"), ("ab: route=1,fuse=1", "fuse")],
+)
+def test_a_malformed_experiment_stops_start_up_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, spec: str, reason: str
+) -> None:
+    monkeypatch.setenv("DEMIX_EXPERIMENT", spec)
+    with pytest.raises(ValidationError, match=reason):
+        Settings(_env_file=None)  # type: ignore[call-arg]

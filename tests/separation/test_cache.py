@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from separation import SOURCES, Audio, EnsembleSeparator
+from separation import SOURCES, STRATEGIES, Audio, Ensemble, EnsembleSeparator
 from separation.cache import SourceCache, audio_digest
 from separation.random_models import write_model_repo
 from tests.support.separators import make_separator
@@ -21,8 +21,9 @@ def test_other_picks_of_a_cached_song_run_no_model(
     first = make_separator(model_repo, cache_dir=tmp_path / "cache")
     first.separate(clip, SOURCES)
     assert first.model_passes == 4
-    # Stored: A's drums, bass, vocals and B's guitar, piano, other: what the blend can use.
-    assert first.cache is not None and len(first.cache.entries()) == 6
+    # Stored: A's drums, bass and vocals and all six of B's (the blend uses B's drums, bass
+    # and vocals too): every estimate some pick can use.
+    assert first.cache is not None and len(first.cache.entries()) == 9
 
     # A fresh instance (another process, say) on the same folder loads no model at all, and
     # gives every track of every pick as a cache-less separation does: `other` (model B's
@@ -37,6 +38,25 @@ def test_other_picks_of_a_cached_song_run_no_model(
     assert fresh.model_passes == 0
     assert fresh.loaded_models == ()
     assert fresh.cache is not None and fresh.cache.hits > 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_cached_estimates_serve_every_strategy_apart(
+    model_repo: Path, tmp_path: Path, clip: Audio, strategy: str
+) -> None:
+    # The cache holds each model's estimates, never a strategy's result: a song separated
+    # under one strategy gives another strategy's own tracks with no model pass.
+    make_separator(model_repo, cache_dir=tmp_path / "cache").separate(
+        clip, SOURCES, ensemble=Ensemble("refine")
+    )
+    ensemble = Ensemble(strategy)
+    for pick in (SOURCES, ["vocals", "piano"], ["drums", "bass", "vocals", "guitar"]):
+        warm = make_separator(model_repo, cache_dir=tmp_path / "cache")
+        tracks = warm.separate(clip, pick, ensemble=ensemble)
+        assert warm.model_passes == 0, pick
+        expected = make_separator(model_repo).separate(clip, pick, ensemble=ensemble)
+        for name, track in tracks.items():
+            np.testing.assert_array_equal(track, expected[name], err_msg=f"{pick} {name}")
 
 
 def test_only_missing_sources_are_computed(model_repo: Path, tmp_path: Path, clip: Audio) -> None:

@@ -15,6 +15,7 @@ import yaml
 from separation import (
     SOURCES,
     Audio,
+    Ensemble,
     EnsembleSeparator,
     ModelUnavailableError,
     SeparationCancelled,
@@ -174,7 +175,8 @@ def test_matches_plain_demucs_apply_model_over_several_chunks(
     from demucs.pretrained import get_model
 
     audio = audio_of(music_like(7.0, seed=5))  # two chunks
-    ours = separator.separate(audio, ["vocals", "guitar"])
+    # Route: each source from one model's passes (blend would average vocals with B's).
+    ours = separator.separate(audio, ["vocals", "guitar"], ensemble=Ensemble("route"))
 
     mix = torch.from_numpy(audio.samples)
     ref = mix.mean(0)
@@ -253,28 +255,24 @@ async def test_can_run_in_worker_threads(separator: EnsembleSeparator, clip: Aud
 
 
 def test_blend_weight_mixes_both_models(model_repo: Path, clip: Audio) -> None:
-    def vocals(weight_a: float) -> tuple[np.ndarray, int]:
-        separator = make_separator(model_repo, blend_weights={"vocals": weight_a})
+    def vocals(weight_a: float, always: bool = True) -> tuple[np.ndarray, int]:
+        ensemble = Ensemble("blend", {"vocals": weight_a}, always=always)
+        separator = make_separator(model_repo, ensemble=ensemble)
         return separator.separate(clip, ["vocals"])["vocals"], separator.model_passes
 
     only_a, passes_a = vocals(1.0)
     only_b, passes_b = vocals(0.0)
     blended, passes_both = vocals(0.25)
-    assert (passes_a, passes_b, passes_both) == (1, 1, 2)
+    # Vocals alone runs no B pass unless the ensemble says always: A's vocals.
+    routed, passes_routed = vocals(0.25, always=False)
+    assert (passes_a, passes_b, passes_both, passes_routed) == (1, 1, 2, 1)
     np.testing.assert_allclose(blended, 0.25 * only_a + 0.75 * only_b, atol=1e-6)
-
-
-def test_weight_on_a_source_model_a_lacks_is_a_clear_error(model_repo: Path, clip: Audio) -> None:
-    with pytest.raises(ModelUnavailableError, match="guitar"):
-        make_separator(model_repo, blend_weights={"guitar": 1.0}).separate(clip, ["guitar"])
+    np.testing.assert_array_equal(routed, only_a)
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        {"blend_weights": {"kazoo": 1.0}},
-        {"blend_weights": {"vocals": 1.5}},
-        {"blend_weights": {"vocals": -0.1}},
         {"overlap": 1.0},
         {"shifts": -1},
         {"models": ("only_one",)},
@@ -283,18 +281,6 @@ def test_weight_on_a_source_model_a_lacks_is_a_clear_error(model_repo: Path, cli
 def test_invalid_configuration_is_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SeparatorConfig(**bad)  # type: ignore[arg-type]
-
-
-def test_default_blend_weights_follow_the_design() -> None:
-    weights = SeparatorConfig().blend_weights
-    assert {s: weights[s] for s in SOURCES} == {
-        "drums": 1.0,
-        "bass": 1.0,
-        "vocals": 1.0,
-        "guitar": 0.0,
-        "piano": 0.0,
-        "other": 0.0,
-    }
 
 
 def _signatures(repo: Path, name: str) -> list[str]:
@@ -320,12 +306,12 @@ def test_warm_up_loads_what_some_pick_can_run_and_nothing_else(model_repo: Path)
     (six,) = _signatures(model_repo, "htdemucs_6s")
     by_design = make_separator(model_repo)
     by_design.warm_up()
-    # Under the design's blend weights `other` comes from htdemucs_6s, never from A.
+    # Under the default blend weights `other` comes from htdemucs_6s, never from A.
     assert by_design.loaded_sub_models() == {
         "htdemucs_ft": [drums, bass, vocals],
         "htdemucs_6s": [six],
     }
-    other_from_a = make_separator(model_repo, blend_weights={"other": 1.0})
+    other_from_a = make_separator(model_repo, ensemble=Ensemble("blend", {"other": 1.0}))
     other_from_a.warm_up()
     assert other_from_a.loaded_sub_models()["htdemucs_ft"] == [drums, bass, other, vocals]
 
