@@ -11,6 +11,7 @@ from storage.database import (
     SchemaTooNewError,
     Stats,
     UserSettings,
+    VariantCounts,
     Vote,
 )
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -28,5 +29,6 @@ __all__ = [
     "SchemaTooNewError",
     "Stats",
     "UserSettings",
+    "VariantCounts",
     "Vote",
 ]

@@ -86,6 +86,21 @@ class JobRecord:
     timings: Mapping[str, float] = field(default_factory=dict)
     output_format: str = "mp3"
     language: str = "en"
+    # The A/B experiment and its variant the job separated with; None: no experiment ran.
+    experiment: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    """One variant of an experiment as stored: its jobs, the votes on them, and what users
+    wrote after a 👎 on them (comments whose writer's vote is still 👎)."""
+
+    variant: str
+    jobs: int
+    up: int
+    down: int
+    down_comments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,16 +273,24 @@ class Database:
         queue_position: int | None = None,
         output_format: str = "mp3",
         language: str = "en",
+        experiment: str | None = None,
+        variant: str | None = None,
     ) -> JobRecord:
-        """Record a job just enqueued; a job id seen before (re-run of a failed one) restarts."""
+        """Record a job just enqueued; a job id seen before (re-run of a failed one) restarts.
+
+        ``experiment`` and ``variant``: the A/B experiment's variant the job separates
+        with (both None when no experiment runs).
+        """
         await self._db.execute(
             "INSERT INTO jobs (job_id, request_id, chat_id, user_id, stems, status,"
-            " status_message_id, queue_position, queued_at, output_format, language)"
-            " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)"
+            " status_message_id, queue_position, queued_at, output_format, language,"
+            " experiment, variant)"
+            " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (job_id) DO UPDATE SET status = 'queued',"
             " status_message_id = excluded.status_message_id,"
             " queue_position = excluded.queue_position, queued_at = excluded.queued_at,"
             " language = excluded.language,"
+            " experiment = excluded.experiment, variant = excluded.variant,"
             " started_at = NULL, finished_at = NULL, tracks = NULL, error = NULL,"
             " audio_seconds = NULL, timings = NULL",
             (
@@ -281,6 +304,8 @@ class Database:
                 time.time(),
                 output_format,
                 language,
+                experiment,
+                variant,
             ),
         )
         await self._db.commit()
@@ -310,6 +335,17 @@ class Database:
         ) as cursor:
             return [self._job(row) for row in await cursor.fetchall()]
 
+    async def latest_job(self, request_id: int) -> JobRecord | None:
+        """The request's latest job, a done one first: what a rating button from before
+        ratings were per job rates."""
+        async with self._db.execute(
+            "SELECT * FROM jobs WHERE request_id = ?"
+            " ORDER BY status = 'done' DESC, queued_at DESC, rowid DESC LIMIT 1",
+            (request_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else self._job(row)
+
     async def jobs_in_flight(self) -> list[JobRecord]:
         """Jobs queued or running, oldest first: what the watcher follows (also after a restart)."""
         async with self._db.execute(
@@ -324,6 +360,15 @@ class Database:
         ) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
+
+    async def active_jobs(self, user_id: int) -> list[JobRecord]:
+        """``user_id``'s jobs recorded as queued or running, oldest first."""
+        async with self._db.execute(
+            "SELECT * FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')"
+            " ORDER BY queued_at",
+            (user_id,),
+        ) as cursor:
+            return [self._job(row) for row in await cursor.fetchall()]
 
     async def set_queue_position(self, job_id: str, position: int | None) -> None:
         await self._db.execute(
@@ -416,61 +461,131 @@ class Database:
         await self._db.commit()
         return await self.user_settings(user_id)
 
-    # Feedback
+    # Feedback: one vote per job (a delivered set of tracks) and user
 
-    async def set_vote(self, request_id: int, user_id: int, vote: Vote) -> Vote | None:
-        """Store a vote, replacing this user's earlier one; returns the earlier vote."""
-        previous = await self.get_vote(request_id, user_id)
+    async def set_vote(self, job_id: str, user_id: int, vote: Vote) -> Vote | None:
+        """Store a vote on ``job_id``, replacing this user's earlier one; returns the earlier
+        vote.
+
+        Raises:
+            LookupError: no job has that id.
+        """
+        previous = await self.get_vote(job_id, user_id)
         now = time.time()
-        await self._db.execute(
-            "INSERT INTO feedback (request_id, user_id, vote, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id, user_id)"
+        # A SELECT with a WHERE clause, so SQLite reads ON CONFLICT as the upsert's.
+        cursor = await self._db.execute(
+            "INSERT INTO feedback (job_id, request_id, user_id, vote, created_at, updated_at)"
+            " SELECT job_id, request_id, ?, ?, ?, ? FROM jobs WHERE job_id = ?"
+            " ON CONFLICT (job_id, user_id)"
             " DO UPDATE SET vote = excluded.vote, updated_at = excluded.updated_at",
-            (request_id, user_id, vote, now, now),
+            (user_id, vote, now, now, job_id),
         )
         await self._db.commit()
+        if cursor.rowcount == 0:
+            raise LookupError(f"no job {job_id!r} to vote on")
         return previous
 
-    async def get_vote(self, request_id: int, user_id: int) -> Vote | None:
+    async def get_vote(self, job_id: str, user_id: int) -> Vote | None:
         async with self._db.execute(
-            "SELECT vote FROM feedback WHERE request_id = ? AND user_id = ?",
-            (request_id, user_id),
+            "SELECT vote FROM feedback WHERE job_id = ? AND user_id = ?", (job_id, user_id)
         ) as cursor:
             row = await cursor.fetchone()
         return None if row is None else row[0]
 
     async def add_feedback_prompt(
-        self, *, chat_id: int, message_id: int, request_id: int, user_id: int
+        self, *, chat_id: int, message_id: int, job_id: str, user_id: int
     ) -> None:
+        """Remember the 👎 follow-up question ``message_id`` asked about ``job_id``."""
         await self._db.execute(
             "INSERT OR REPLACE INTO feedback_prompts"
-            " (chat_id, message_id, request_id, user_id, created_at) VALUES (?, ?, ?, ?, ?)",
-            (chat_id, message_id, request_id, user_id, time.time()),
+            " (chat_id, message_id, request_id, job_id, user_id, created_at)"
+            " SELECT ?, ?, request_id, job_id, ?, ? FROM jobs WHERE job_id = ?",
+            (chat_id, message_id, user_id, time.time(), job_id),
         )
         await self._db.commit()
 
-    async def feedback_prompt(self, chat_id: int, message_id: int) -> tuple[int, int] | None:
-        """``(request_id, user_id)`` of the 👎 follow-up question with this message id."""
+    async def feedback_prompt(self, chat_id: int, message_id: int) -> tuple[str, int] | None:
+        """``(job_id, user_id)`` of the 👎 follow-up question with this message id."""
         async with self._db.execute(
-            "SELECT request_id, user_id FROM feedback_prompts WHERE chat_id = ? AND message_id = ?",
+            "SELECT job_id, user_id FROM feedback_prompts"
+            " WHERE chat_id = ? AND message_id = ? AND job_id IS NOT NULL",
             (chat_id, message_id),
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else (int(row[0]), int(row[1]))
+        return None if row is None else (str(row[0]), int(row[1]))
 
-    async def add_comment(self, request_id: int, user_id: int, text: str) -> None:
+    async def add_comment(self, job_id: str, user_id: int, text: str) -> None:
+        """Store what ``user_id`` wrote about ``job_id``'s tracks (nothing for an unknown job)."""
         await self._db.execute(
-            "INSERT INTO feedback_comments (request_id, user_id, text, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            (request_id, user_id, text, time.time()),
+            "INSERT INTO feedback_comments (request_id, job_id, user_id, text, created_at)"
+            " SELECT request_id, job_id, ?, ?, ? FROM jobs WHERE job_id = ?",
+            (user_id, text, time.time(), job_id),
         )
         await self._db.commit()
 
     async def comments(self, request_id: int) -> list[str]:
+        """What was written about the request's tracks, all its jobs, oldest first."""
         async with self._db.execute(
             "SELECT text FROM feedback_comments WHERE request_id = ? ORDER BY id", (request_id,)
         ) as cursor:
             return [row[0] for row in await cursor.fetchall()]
+
+    async def job_comments(self, job_id: str) -> list[str]:
+        """What was written about one job's tracks, oldest first."""
+        async with self._db.execute(
+            "SELECT text FROM feedback_comments WHERE job_id = ? ORDER BY id", (job_id,)
+        ) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    # Experiments
+
+    async def latest_experiment(self) -> str | None:
+        """The experiment of the most recently queued job that ran in one, or None."""
+        return await self._scalar(
+            "SELECT experiment FROM jobs WHERE experiment IS NOT NULL"
+            " ORDER BY queued_at DESC, rowid DESC LIMIT 1"
+        )
+
+    async def variant_tallies(self, experiment: str) -> list[VariantCounts]:
+        """Per variant of ``experiment`` that has jobs (by name): its jobs, the 👍 and 👎 on
+        them, and the comments written after a 👎 that still stands."""
+        jobs: dict[str, int] = {}
+        async with self._db.execute(
+            "SELECT variant, COUNT(*) FROM jobs WHERE experiment = ? AND variant IS NOT NULL"
+            " GROUP BY variant ORDER BY variant",
+            (experiment,),
+        ) as cursor:
+            for variant, count in await cursor.fetchall():
+                jobs[variant] = int(count)
+        votes: dict[tuple[str, str], int] = {}
+        async with self._db.execute(
+            "SELECT j.variant, f.vote, COUNT(*) FROM feedback AS f"
+            " JOIN jobs AS j ON j.job_id = f.job_id WHERE j.experiment = ?"
+            " GROUP BY j.variant, f.vote",
+            (experiment,),
+        ) as cursor:
+            for variant, vote, count in await cursor.fetchall():
+                votes[(variant, vote)] = int(count)
+        comments: dict[str, list[str]] = {}
+        async with self._db.execute(
+            "SELECT j.variant, c.text FROM feedback_comments AS c"
+            " JOIN jobs AS j ON j.job_id = c.job_id"
+            " JOIN feedback AS f ON f.job_id = c.job_id AND f.user_id = c.user_id"
+            " WHERE j.experiment = ? AND f.vote = 'down' ORDER BY c.id",
+            (experiment,),
+        ) as cursor:
+            for variant, text in await cursor.fetchall():
+                comments.setdefault(variant, []).append(text)
+        return [
+            VariantCounts(
+                variant=variant,
+                jobs=count,
+                up=votes.get((variant, "up"), 0),
+                down=votes.get((variant, "down"), 0),
+                down_comments=tuple(comments.get(variant, ())),
+            )
+            for variant, count in jobs.items()
+        ]
 
     # Figures
 

@@ -100,6 +100,51 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE jobs ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
     """,
+    # 5: experiments, and ratings per job. Each job records the experiment and variant it
+    # separated with (NULL: none ran). A vote belongs to one delivered set of tracks (a job),
+    # so a re-pick of the same song is rated on its own; the request stays for joins. Each
+    # old vote, 👎 question and comment moves to its request's latest job, a done one first
+    # (the tracks its rating message followed); a vote on a request without any job (which
+    # no button could cast) has nothing to rate and is dropped.
+    """
+    ALTER TABLE jobs ADD COLUMN experiment TEXT;
+    ALTER TABLE jobs ADD COLUMN variant TEXT;
+    CREATE INDEX jobs_experiment ON jobs (experiment, variant);
+
+    CREATE TABLE feedback_per_job (
+        job_id TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+        request_id INTEGER NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        vote TEXT NOT NULL CHECK (vote IN ('up', 'down')),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (job_id, user_id)
+    );
+    INSERT INTO feedback_per_job (job_id, request_id, user_id, vote, created_at, updated_at)
+    SELECT job_id, request_id, user_id, vote, created_at, updated_at FROM (
+        SELECT (
+            SELECT j.job_id FROM jobs AS j WHERE j.request_id = f.request_id
+            ORDER BY j.status = 'done' DESC, j.queued_at DESC, j.rowid DESC LIMIT 1
+        ) AS job_id, f.request_id, f.user_id, f.vote, f.created_at, f.updated_at
+        FROM feedback AS f
+    ) WHERE job_id IS NOT NULL;
+    DROP TABLE feedback;
+    ALTER TABLE feedback_per_job RENAME TO feedback;
+    CREATE INDEX feedback_request ON feedback (request_id);
+
+    ALTER TABLE feedback_prompts ADD COLUMN job_id TEXT REFERENCES jobs (job_id) ON DELETE CASCADE;
+    UPDATE feedback_prompts SET job_id = (
+        SELECT j.job_id FROM jobs AS j WHERE j.request_id = feedback_prompts.request_id
+        ORDER BY j.status = 'done' DESC, j.queued_at DESC, j.rowid DESC LIMIT 1
+    );
+
+    ALTER TABLE feedback_comments ADD COLUMN job_id TEXT REFERENCES jobs (job_id) ON DELETE CASCADE;
+    UPDATE feedback_comments SET job_id = (
+        SELECT j.job_id FROM jobs AS j WHERE j.request_id = feedback_comments.request_id
+        ORDER BY j.status = 'done' DESC, j.queued_at DESC, j.rowid DESC LIMIT 1
+    );
+    CREATE INDEX feedback_comments_job ON feedback_comments (job_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
