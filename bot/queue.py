@@ -27,6 +27,7 @@ from common.jobs import (
     JobFailed,
     JobOutcome,
     SeparationJob,
+    delivered_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,10 @@ class QueueClient:
         """Enqueue ``job`` under its deterministic id; ``False`` if that job already exists."""
         redis = await self._redis()
         try:
+            # An earlier job of this id (its result forgotten) may have left its delivery
+            # mark: the new one has delivered nothing. (Were the id still queued, losing its
+            # mark only counts that job as in progress until its outcome is recorded.)
+            await redis.delete(delivered_key(job.job_id))
             queued = await redis.enqueue_job(
                 SEPARATE_JOB,
                 **job.to_kwargs(),
@@ -214,10 +219,26 @@ class QueueClient:
             raise QueueUnavailable(str(exc)) from exc
         return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
 
-    async def forget(self, job_id: str) -> None:
-        """Drop a finished job's stored result, so the same job id can be enqueued again."""
+    async def finished_for_user(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` that are over as far as their user can tell, in one round trip:
+        arq holds their outcome, or the worker has delivered every track (it may still be
+        showing the final status or sending the rating message, see
+        :func:`common.jobs.delivered_key`)."""
         redis = await self._redis()
         try:
-            await redis.delete(result_key_prefix + job_id)
+            async with redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.exists(result_key_prefix + job_id, delivered_key(job_id))
+                flags = await pipe.execute()
+        except _REDIS_ERRORS as exc:
+            raise QueueUnavailable(str(exc)) from exc
+        return {job_id for job_id, flag in zip(job_ids, flags, strict=True) if flag}
+
+    async def forget(self, job_id: str) -> None:
+        """Drop a finished job's stored result (and its delivery mark), so the same job id
+        can be enqueued again."""
+        redis = await self._redis()
+        try:
+            await redis.delete(result_key_prefix + job_id, delivered_key(job_id))
         except _REDIS_ERRORS as exc:
             raise QueueUnavailable(str(exc)) from exc

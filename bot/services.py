@@ -38,6 +38,8 @@ class BotServices:
 
     def __init__(self, settings: Settings, *, watch_interval_s: float = 2.0) -> None:
         self.settings = settings
+        # The A/B experiment new jobs are assigned to (DEMIX_EXPERIMENT), parsed once.
+        self.experiment = settings.experiment_spec()
         self.watch_interval_s = watch_interval_s
         self.queue = QueueClient(settings.redis_url)
         self.flood = FloodGuard(settings.uploads_per_hour, settings.presses_per_minute)

@@ -31,6 +31,14 @@ def separation_job_id(
     return job_id if output_format == DEFAULT_OUTPUT_FORMAT else f"{job_id}:{output_format}"
 
 
+def delivered_key(job_id: str) -> str:
+    """The Redis key the worker sets once every track of ``job_id`` is in the chat, before
+    it sends the rating message: from then on the job no longer counts against its user's
+    limit of jobs in progress, although arq stores its result, and the bot's watcher records
+    it, a moment later. The bot deletes it before enqueueing the same job id again."""
+    return f"demix:delivered:{job_id}"
+
+
 @dataclass(frozen=True)
 class SeparationJob:
     """What the worker needs to serve one request; passed to arq as keyword arguments."""
@@ -50,6 +58,10 @@ class SeparationJob:
     # The language the worker speaks in the status message (the user's, resolved by the
     # bot); payloads from before languages existed lack it: English.
     language: Language = DEFAULT_LANGUAGE
+    # How the ensemble combines for this job (``Ensemble.to_dict()``): the experiment's
+    # variant the bot assigned; None (and payloads from before experiments): the worker's
+    # configured ensemble.
+    ensemble: Mapping[str, Any] | None = None
 
     @property
     def job_id(self) -> str:

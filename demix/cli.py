@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="usage and feedback figures from the database")
     stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument(
+        "--experiments",
+        action="store_true",
+        help="the A/B experiment's report per variant (DEMIX_EXPERIMENT's, else the latest)",
+    )
 
     models = sub.add_parser("models", help="manage the local model folder")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "stats":
         from demix.stats import run_stats
 
-        return run_stats(settings, as_json=args.json)
+        return run_stats(settings, as_json=args.json, experiments=args.experiments)
     if args.command == "models":
         from demix.models import run_models_check, run_models_fetch
 

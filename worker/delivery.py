@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from telegram import Bot, InputMediaAudio, ReplyParameters
 
-from common.jobs import SeparationJob
+from common.jobs import SeparationJob, delivered_key
 from common.rating import rating_keyboard, rating_prompt
 from separation.naming import safe_tag, track_title
 from worker.policy import is_unanswered
@@ -221,6 +221,13 @@ async def _send_chunk(
         return [message.message_id]
 
 
+async def mark_delivered(redis: Redis, job_id: str, ttl_s: int) -> None:
+    """Tell the bot that every track of ``job_id`` is in the chat (:func:`delivered_key`):
+    the job no longer counts against its user's limit of jobs in progress. Kept ``ttl_s``
+    (as long as arq keeps the job's result)."""
+    await redis.set(delivered_key(job_id), "1", ex=ttl_s)
+
+
 def unconfirmed(sent: Mapping[str, str]) -> bool:
     """Whether any upload in the ledger ``sent`` went unanswered."""
     return any(
@@ -249,7 +256,7 @@ async def _send_rating(
         message = await bot.send_message(
             job.chat_id,
             rating_prompt(job.language),
-            reply_markup=rating_keyboard(job.request_id),
+            reply_markup=rating_keyboard(job.request_id, job.stems, job.output_format),
         )
     except Exception as exc:
         if not is_unanswered(exc):

@@ -2,7 +2,9 @@
 
 A job: download the song through ``getFile``, probe it (duration limit), decode it,
 separate it in a thread while the status message shows progress, encode the tracks, upload
-them (an album for 2-10 tracks), send the rating message, and mark the status done.
+them (an album for 2-10 tracks), mark the job delivered for the bot (the user's next pick
+is free from then on), show the status done, and send the rating message last: whoever
+sees the rating sees the job finished.
 :mod:`worker.policy` decides what fails, what retries and when time is up; each run's
 outcome and stage times go to :mod:`worker.metrics`.
 
@@ -42,6 +44,7 @@ from common.telegram import MB, retry_after_s, upload_limit_bytes
 from common.texts import JOB_CRASHED, too_big, too_long
 from separation import (
     Audio,
+    Ensemble,
     EnsembleSeparator,
     InvalidAudioError,
     NoSoundError,
@@ -61,6 +64,7 @@ from worker.delivery import (
     deliver_tracks,
     delivered_all,
     ledger_key,
+    mark_delivered,
     send_rating,
     unconfirmed,
 )
@@ -198,7 +202,7 @@ async def _serve(run: JobRun) -> dict[str, Any]:
         audio_seconds = float(sent[AUDIO_SECONDS])
     else:
         audio_seconds = await _produce_and_deliver(run, sent, timings)
-    await send_rating(run.state.bot, ledger, job, sent, extra)
+    await mark_delivered(ledger.redis, job.job_id, run.state.settings.job_keep_result_s)
     recorded = await ledger.load()
     done = texts.done(
         time.time() - started_at,
@@ -210,6 +214,7 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     )
     done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
+    await send_rating(run.state.bot, ledger, job, sent, extra)
     timings["total_s"] = round(time.monotonic() - started, 3)
     run.state.metrics.job_done(timings["total_s"])
     logger.info("job done", extra={**extra, **timings})
@@ -361,6 +366,8 @@ async def _separate(run: JobRun, audio: Audio, raw_dir: Path) -> dict[str, RawTr
             audio,
             list(run.job.stems),
             raw_dir,
+            # The experiment's variant the bot assigned; None: this worker's configured one.
+            ensemble=None if run.job.ensemble is None else Ensemble.from_dict(run.job.ensemble),
             progress=feed,
             should_cancel=cancel.is_set,
         )

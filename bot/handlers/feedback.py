@@ -8,10 +8,17 @@ from telegram import ForceReply, ReplyParameters, Update
 from telegram.ext import filters
 
 from bot import texts
-from bot.handlers.context import Context, pressed_request, services_of, user_language
+from bot.handlers.context import (
+    Context,
+    answer_stale,
+    pressed_request,
+    services_of,
+    user_language,
+)
 from common.i18n import translate
 from common.rating import rating_keyboard
 from common.telegram import edit_message
+from separation.formats import output_format
 from storage import Vote
 
 logger = logging.getLogger(__name__)
@@ -21,26 +28,33 @@ MAX_COMMENT_CHARS = 2000
 
 
 async def vote(update: Update, context: Context) -> None:
-    """👍 / 👎: store the vote (a new one replaces it); after 👎 ask what was wrong."""
+    """👍 / 👎 on one job's tracks: store the vote (a new one replaces it); after 👎 ask why."""
     pressed = await pressed_request(update, context)
     if pressed is None:
         return
     query, data, request, lang = pressed
-    choice: Vote = "up" if data.arg == "up" else "down"
     services = services_of(context)
     db = services.db
-    previous = await db.set_vote(request.id, query.from_user.id, choice)
+    job_id = data.rated_job_id
+    # A button from before ratings were per job rates the request's latest job.
+    job = await (db.latest_job(request.id) if job_id is None else db.get_job(job_id))
+    if job is None:
+        await answer_stale(query, lang)
+        return
+    choice: Vote = "up" if data.arg == "up" else "down"
+    previous = await db.set_vote(job.job_id, query.from_user.id, choice)
     services.metrics.vote_stored(choice, previous)
-    extra = {"user_id": query.from_user.id, "request_id": request.id}
+    extra = {"user_id": query.from_user.id, "request_id": request.id, "job_id": job.job_id}
     logger.info("vote stored", extra={**extra, "vote": choice})
     await query.answer(
         translate(
             texts.VOTE_THANKS[choice] if previous in (None, choice) else texts.VOTE_CHANGED, lang
         )
     )
-    await edit_message(
-        query.edit_message_reply_markup(rating_keyboard(request.id, chosen=choice)), extra
+    keyboard = rating_keyboard(
+        request.id, job.stems, output_format(job.output_format), chosen=choice
     )
+    await edit_message(query.edit_message_reply_markup(keyboard), extra)
     if choice == "down" and previous != "down":
         # Replying to the user's own song makes ForceReply target them in groups.
         prompt = await query.get_bot().send_message(
@@ -55,7 +69,7 @@ async def vote(update: Update, context: Context) -> None:
         await db.add_feedback_prompt(
             chat_id=prompt.chat_id,
             message_id=prompt.message_id,
-            request_id=request.id,
+            job_id=job.job_id,
             user_id=query.from_user.id,
         )
 
@@ -72,7 +86,7 @@ async def text(update: Update, context: Context) -> None:
     )
     if prompt is not None and prompt[1] == user.id:
         await db.add_comment(prompt[0], user.id, message.text[:MAX_COMMENT_CHARS])
-        logger.info("feedback comment stored", extra={"user_id": user.id, "request_id": prompt[0]})
+        logger.info("feedback comment stored", extra={"user_id": user.id, "job_id": prompt[0]})
         lang = await user_language(context, user)
         await message.reply_text(translate(texts.COMMENT_THANKS, lang), do_quote=True)
     elif message.chat.type == "private":

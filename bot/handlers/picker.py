@@ -60,6 +60,7 @@ async def separate(update: Update, context: Context) -> None:
         request,
         max_active_jobs=services.settings.max_active_jobs_per_user,
         language=lang,
+        experiment=services.experiment,
     )
     if isinstance(planned, NotStarted):
         await _answer_not_started(query, planned, services.settings.max_active_jobs_per_user, lang)

@@ -149,6 +149,8 @@ async def test_forged_stale_and_garbage_buttons_get_an_alert_and_change_nothing(
             "s:1:x",
             cd.toggle(999, "vocals"),  # no such request
             cd.separate(999),
+            cd.vote(1, "up", ["piano"]),  # a rating of a job that does not exist
+            cd.vote(1, "down"),  # an old rating button of a request without a job
             "💥" * 20,
         ):
             answer = await press(fake_bot_api, USER, picker, data)
@@ -247,6 +249,37 @@ async def test_stats_command_is_for_admins_only(
         granted = await answer_to(fake_bot_api, USER, fake_bot_api.send_text(USER, "/stats"))
         assert "Requests: 1 from 1 users" in granted.content
         assert "Feedback" in granted.content
+        assert "experiment" not in granted.content
+
+
+async def test_stats_command_adds_the_experiment_once_it_has_jobs(
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    settings = service_settings(
+        admin_ids=frozenset({USER}), experiment="blend-vs-route: route=50,blend=50"
+    )
+    async with running_bot(settings) as bot:
+        before = await answer_to(fake_bot_api, USER, fake_bot_api.send_text(USER, "/stats"))
+        assert "Requests: 0" in before.content and "experiment" not in before.content
+
+        await picker_for(fake_bot_api, USER, fake_bot_api.send_audio(USER, song))
+        db = bot.services.db
+        for job_id, variant, vote in (
+            ("a", "route", "up"),
+            ("b", "route", "up"),
+            ("c", "blend", "down"),
+        ):
+            await db.add_job(
+                job_id=job_id, request_id=1, chat_id=USER, user_id=USER, stems=["vocals"],
+                status_message_id=None, experiment="blend-vs-route", variant=variant,
+            )  # fmt: skip
+            await db.set_vote(job_id, USER, vote)
+        after = await answer_to(fake_bot_api, USER, fake_bot_api.send_text(USER, "/stats"))
+        assert "Requests: 1 from 1 users" in after.content
+        lines = after.content.splitlines()
+        start = lines.index("experiment blend-vs-route")
+        assert lines[start + 2].split()[:5] == ["route", "2", "2", "2", "0"]
+        assert lines[start + 3].split()[:5] == ["blend", "1", "1", "0", "1"]
 
 
 async def test_status_message_follows_the_queue_position(

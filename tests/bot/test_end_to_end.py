@@ -14,6 +14,7 @@ import pytest
 from arq.jobs import Job, JobStatus
 
 from bot import texts
+from common import callback_data as cd
 from common import texts as shared_texts
 from common.jobs import separation_job_id
 from common.logs import configure_logging
@@ -169,12 +170,12 @@ async def test_song_to_tracks_then_vote_and_revote(
         )
         answer = await press(fake_bot_api, USER, rating, rating.button("👍").callback_data or "")
         assert answer.text == texts.VOTE_THANKS["up"]
-        assert await bot.services.db.get_vote(1, USER) == "up"
+        assert await bot.services.db.get_vote(job_id, USER) == "up"
         rating = await current(fake_bot_api, rating)
         assert "✅" in rating.button("👍").text
         answer = await press(fake_bot_api, USER, rating, rating.button("👎").callback_data or "")
         assert answer.text == texts.VOTE_CHANGED
-        assert await bot.services.db.get_vote(1, USER) == "down"
+        assert await bot.services.db.get_vote(job_id, USER) == "down"
         question = await async_wait_until(
             lambda: fake_bot_api.last_message(USER, containing="What was wrong")
         )
@@ -184,15 +185,99 @@ async def test_song_to_tracks_then_vote_and_revote(
         thanks = await answer_to(fake_bot_api, USER, comment)
         assert thanks.content == texts.COMMENT_THANKS
         assert await bot.services.db.comments(1) == ["the drums leak into the vocals"]
+        assert await bot.services.db.job_comments(job_id) == ["the drums leak into the vocals"]
         figures = (await bot.services.db.stats()).to_dict()
         assert figures["feedback"] == {"up": 0, "down": 1, "comments": 1}
         assert figures["jobs"]["done"] == 1
+
+        # A rating button from before ratings were per job (still in chats) rates the
+        # request's latest done job: it changes this vote, it adds none.
+        answer = await press(fake_bot_api, USER, rating, cd.vote(1, "up"))
+        assert answer.text == texts.VOTE_CHANGED
+        assert await bot.services.db.get_vote(job_id, USER) == "up"
+        figures = (await bot.services.db.stats()).to_dict()
+        assert figures["feedback"] == {"up": 1, "down": 0, "comments": 1}
+        # Redrawn, the buttons name the job.
+        rating = await current(fake_bot_api, rating)
+        assert rating.button("👍").callback_data == cd.vote(1, "up", ["drums", "vocals"])
 
     formatted, raw = service_logs
     output = formatted.getvalue()
     assert '"job_id": "sep:1:drums+vocals"' in output  # the logs did capture the flow
     assert token not in output
     assert raw.lines and not [line for line in raw.lines if token in line]
+
+
+async def test_the_next_pick_is_free_as_soon_as_the_tracks_are_delivered(
+    service_settings: Callable[..., Settings],
+    fake_bot_api: FakeBotApi,
+    song: Path,
+    separator: EnsembleSeparator,
+) -> None:
+    # The production edit interval: the worker's final status edit waits its turn, a few
+    # seconds after the tracks are in. The watcher records outcomes every 2 s in production;
+    # here it reads the queue once at start, so nothing below may lean on it.
+    settings = service_settings(progress_edit_interval_s=3.0)
+    first_id = separation_job_id(1, ["vocals"])
+    second_id = separation_job_id(1, ["drums"])
+    async with (
+        running_bot(settings, watch_interval_s=600) as bot,
+        running_worker(settings, separator),
+    ):
+        sent = fake_bot_api.send_audio(USER, song)
+        picker = await pick_and_separate(fake_bot_api, USER, sent, ["vocals"])
+        # While it runs, the user prepares the next pick of the same song.
+        for stem in ("vocals", "drums"):
+            await press(fake_bot_api, USER, picker, picker.button(stem).callback_data or "")
+        await wait_for_tracks(fake_bot_api, USER, 2)
+
+        # The last track is in: Separate again is free, though SQLite still has the first
+        # job in flight and arq may not have its result yet.
+        answer = await press(fake_bot_api, USER, picker, picker.button("Separate").callback_data)
+        assert not answer.show_alert, answer.text
+        first = await bot.services.db.get_job(first_id)
+        assert first is not None and first.status == "queued", "not recorded by the watcher"
+
+        # Each job's rating comes after its status says done.
+        tracks = await wait_for_tracks(fake_bot_api, USER, 4)
+        assert [t.file_name for t in tracks][2:] == [
+            "Test Song - drums.mp3",
+            "Test Song - no_drums.mp3",
+        ]
+        ratings = await async_wait_until(
+            lambda: len(found := rating_messages(fake_bot_api)) == 2 and found,
+            timeout=JOB_TIMEOUT_S,
+            what="two rating messages",
+        )
+        calls = fake_bot_api.calls()
+        for job_id, stems in ((first_id, ["vocals"]), (second_id, ["drums"])):
+            job = await bot.services.db.get_job(job_id)
+            assert job is not None
+            done = next(
+                i
+                for i, call in enumerate(calls)
+                if call.method == "editMessageText"
+                and call.params.get("message_id") == job.status_message_id
+                and str(call.params.get("text")).startswith("✅ Done")
+            )
+            rating = next(
+                i
+                for i, call in enumerate(calls)
+                if call.method == "sendMessage"
+                and cd.vote(1, "up", stems) in str(call.params.get("reply_markup"))
+            )
+            assert done < rating, f"{job_id}: the rating came while the status said running"
+
+        # Each pick is rated on its own.
+        first_rating, second_rating = ratings
+        await press(fake_bot_api, USER, first_rating, first_rating.button("👍").callback_data)
+        await press(fake_bot_api, USER, second_rating, second_rating.button("👎").callback_data)
+        assert await bot.services.db.get_vote(first_id, USER) == "up"
+        assert await bot.services.db.get_vote(second_id, USER) == "down"
+
+
+def rating_messages(api: FakeBotApi) -> list[ChatMessage]:
+    return [m for m in api.chat_messages(USER) if RATING_PROMPT in m.content]
 
 
 async def _finished(job: Any) -> Any:

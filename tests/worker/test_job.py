@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
 from common.exits import EXIT_CONFIG
-from common.jobs import FailureReason, JobFailed, JobOutcome
+from common.jobs import FailureReason, JobFailed, JobOutcome, delivered_key
 from common.settings import Settings
 from separation import EnsembleSeparator, decode_audio, probe_audio
 from tests.support.audio import decode, make_song
@@ -41,7 +41,7 @@ from worker.job import STATE_KEY, separate_job
 from worker.progress import EditThrottle, StatusMessage
 
 
-async def test_job_delivers_an_album_then_rating_then_done(
+async def test_job_delivers_an_album_then_done_then_rating(
     fake_bot_api: FakeBotApi,
     settings: Settings,
     pool: ArqRedis,
@@ -75,9 +75,10 @@ async def test_job_delivers_an_album_then_rating_then_done(
 
     ratings = rating_messages(fake_bot_api, chat)
     assert len(ratings) == 1
+    # The buttons name the job: drums (1) + vocals (4), in mp3.
     assert {b.callback_data for b in ratings[0].buttons} == {
-        f"v:{submitted.job.request_id}:up",
-        f"v:{submitted.job.request_id}:down",
+        f"v:{submitted.job.request_id}:5:up",
+        f"v:{submitted.job.request_id}:5:down",
     }
     bot_messages = fake_bot_api.chat_messages(chat)
     assert bot_messages.index(ratings[0]) > bot_messages.index(audios[-1]), "rating comes last"
@@ -85,6 +86,21 @@ async def test_job_delivers_an_album_then_rating_then_done(
     texts = status_texts(fake_bot_api, submitted)
     assert texts[-1] is not None and texts[-1].startswith("✅ Done in ")
     assert any(t and "Separating" in t for t in texts)
+    # Whoever sees the rating sees the job done: the status was final before it was sent.
+    calls = fake_bot_api.calls()
+    done_edit = next(
+        i
+        for i, call in enumerate(calls)
+        if call.method == "editMessageText" and str(call.params.get("text")).startswith("✅")
+    )
+    rating_sent = next(
+        i
+        for i, call in enumerate(calls)
+        if call.method == "sendMessage" and "reply_markup" in call.params
+    )
+    assert done_edit < rating_sent
+    # The bot can tell the tracks are all in the chat (the user's next pick is free).
+    assert await pool.exists(delivered_key(submitted.job_id))
 
     info = await result_of(pool, submitted.job_id)
     assert info.success
@@ -421,15 +437,16 @@ async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
 ) -> None:
     submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     chat = submitted.job.chat_id
-    # Slow edits keep the job open after the rating is sent: the kill lands before arq
-    # records completion, so arq runs the job again on the next worker.
+    # Slow edits keep the job open after the tracks are sent: the kill lands during the final
+    # status edit, before the rating and before arq records completion, so arq runs the job
+    # again on the next worker, which sends the rest (status, rating) but no track again.
     fake_bot_api.set_latency("editMessageText", 0.5)
     env = worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
 
-    async def ledger_has_rating() -> bool:
+    async def ledger_has_done() -> bool:
         for key in await pool.keys("demix:delivery:*"):
-            if await pool.hexists(key, "rating"):  # type: ignore[misc]
+            if await pool.hexists(key, "done"):  # type: ignore[misc]
                 return True
         return False
 
@@ -438,9 +455,9 @@ async def test_worker_killed_mid_job_then_another_delivers_each_track_once(
 
     with demix_process("worker", env=env, cwd=tmp_path, log=logs[0]) as first:
         await async_wait_until(
-            ledger_has_rating,  # type: ignore[arg-type]
+            ledger_has_done,  # type: ignore[arg-type]
             timeout=120,
-            what="album and rating sent",
+            what="album sent and the final status on its way",
         )
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
