@@ -5,9 +5,10 @@ which does what the bot does before a job (the user's song, a status message, th
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,6 +65,7 @@ async def submit(
     file_name: str = "song.mp3",
     artist: str | None = "Test Artist",
     declared_size: int | None = None,
+    ensemble: Mapping[str, Any] | None = None,
 ) -> Submitted:
     """Do what the bot does before a job: the user's song, a status message, the enqueue."""
     if send_as == "audio":
@@ -86,6 +88,7 @@ async def submit(
         reply_to_message_id=message.message_id,
         file_size=message.file.size,
         artist=artist,
+        ensemble=ensemble,
     )
     job_id = separation_job_id(job.request_id, stems)
     assert await pool.enqueue_job(SEPARATE_JOB, _job_id=job_id, **job.to_kwargs())

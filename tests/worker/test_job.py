@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
@@ -19,7 +20,7 @@ from arq.jobs import Job, JobStatus
 from common.exits import EXIT_CONFIG
 from common.jobs import FailureReason, JobFailed, JobOutcome, delivered_key
 from common.settings import Settings
-from separation import EnsembleSeparator, decode_audio, probe_audio
+from separation import Ensemble, EnsembleSeparator, decode_audio, probe_audio
 from tests.support.audio import decode, make_song
 from tests.support.fake_bot_api import MB, NOT_MODIFIED, FakeBotApi
 from tests.support.processes import demix_process
@@ -123,6 +124,43 @@ async def test_vocals_alone_gives_vocals_and_no_vocals_as_one_album(
     assert [m.file_name for m in audios] == ["Test Song - vocals.mp3", "Test Song - no_vocals.mp3"]
     assert len(fake_bot_api.calls("sendMediaGroup")) == 1
     assert not fake_bot_api.calls("sendAudio")
+
+
+async def test_the_payloads_ensemble_is_the_one_the_tracks_come_from(
+    fake_bot_api: FakeBotApi,
+    settings: Settings,
+    pool: ArqRedis,
+    separator: EnsembleSeparator,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    # Vocals + guitar runs both models, so route and blend give different vocals; each job
+    # delivers the vocals of the variant its payload names.
+    pick = ("vocals", "guitar")
+    audio = decode_audio(song)
+    expected = {
+        strategy: separator.separate(audio, pick, ensemble=Ensemble(strategy))["vocals"]
+        for strategy in ("route", "blend")
+    }
+    for strategy in ("route", "blend"):
+        submitted = await submit(
+            fake_bot_api, pool, song, pick, ensemble=Ensemble(strategy).to_dict()
+        )
+        await run_worker_burst(settings, separator)
+        vocals = [
+            m
+            for m in fake_bot_api.audio_messages(submitted.job.chat_id)
+            if m.file_name == "Test Song - vocals.mp3"
+        ][-1]  # this job's: the chat has the earlier job's too
+        assert vocals.data is not None
+        path = tmp_path / f"{strategy}.mp3"
+        path.write_bytes(vocals.data)
+        delivered = decode(path)
+        errors = {
+            other: float(np.sum((delivered - estimate) ** 2.0))
+            for other, estimate in expected.items()
+        }
+        assert min(errors, key=errors.__getitem__) == strategy, errors
 
 
 async def test_an_opus_voice_message_gives_tracks_of_its_length_in_44k1_stereo(
