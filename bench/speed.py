@@ -12,12 +12,20 @@ second of audio for:
 plus the decode / separate / encode split of a full request and the peak memory.
 Targets: (b)/(a) <= 1.05, (c)/(b) <= 0.35, (d)/(b) <= 0.05.
 
-    python bench/speed.py [--seconds 10] [--repeat 1] [--device cpu]
+With ``--strategies``, the same run also times each ensemble strategy (cache off, the same
+separator): the six-track and the vocals-only request under ``route``, ``blend`` and
+``refine``, and vocals under ``blend`` with ``always`` (B runs only to be blended in),
+each as a ratio to ``route``'s request of the same pick (the requests take turns, best of
+``--repeat`` each). It is an option because it about doubles the run: 574 of 1129 s in a
+``--seconds 10 --repeat 2`` run on the two development cores while other work loaded them.
+
+    python bench/speed.py [--seconds 10] [--repeat 1] [--device cpu] [--strategies]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import sys
 import tempfile
@@ -30,13 +38,18 @@ from songs import make_song
 
 from separation import (
     SOURCES,
+    Audio,
     EnsembleSeparator,
     SeparatorConfig,
     decode_audio,
     encode_tracks,
     resolve_device,
 )
+from separation.config import STRATEGIES, Ensemble
 from separation.random_models import write_model_repo
+
+# The picks the strategy figures time: the whole set, and one source as a request asks.
+PICKS: dict[str, tuple[str, ...]] = {"six-track": SOURCES, "vocals-only": ("vocals",)}
 
 
 def best_of(repeat: int, run: Callable[[], object]) -> float:
@@ -53,13 +66,45 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def strategy_cases() -> list[tuple[str, str, Ensemble]]:
+    """(pick, label, ensemble) for each strategy figure: every strategy with its defaults
+    on each pick, and vocals under blend with ``always`` (without it a vocals pick does not
+    run B, so blend is route there)."""
+    cases = [(pick, name, Ensemble(name)) for pick in PICKS for name in STRATEGIES]
+    cases.append(("vocals-only", "blend, always", Ensemble("blend", always=True)))
+    return cases
+
+
+def time_strategies(
+    separator: EnsembleSeparator, audio: Audio, repeat: int
+) -> list[tuple[str, str, float]]:
+    """(pick, label, best seconds) per :func:`strategy_cases` entry, on ``separator``.
+
+    The cases take turns, ``repeat`` rounds of one request each, so a change in the
+    machine's other load falls on all of them rather than on the ones timed while it
+    lasted: the ratios to route are what this figure is for."""
+    cases = strategy_cases()
+    best = [float("inf")] * len(cases)
+    for _ in range(repeat):
+        for k, (pick, _label, ensemble) in enumerate(cases):
+            request = functools.partial(separator.separate, audio, PICKS[pick], ensemble=ensemble)
+            best[k] = min(best[k], best_of(1, request))
+    return [(pick, label, seconds) for (pick, label, _), seconds in zip(cases, best, strict=True)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (best kept)")
     parser.add_argument("--device", default="cpu", help="auto, cuda, mps or cpu")
     parser.add_argument("--models", type=Path, default=None, help="reuse a model folder")
+    parser.add_argument(
+        "--strategies",
+        action="store_true",
+        help="also time each ensemble strategy (about doubles the run)",
+    )
     args = parser.parse_args(argv)
+    run_start = time.perf_counter()
 
     from demucs.apply import apply_model
     from demucs.pretrained import get_model
@@ -115,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             assert fresh.model_passes == 0 and not fresh.loaded_models
 
         cached_s = best_of(args.repeat, from_cache)
+        strategy_start = time.perf_counter()
+        strategy_rows = time_strategies(separator, audio, args.repeat) if args.strategies else []
+        strategy_wall_s = time.perf_counter() - strategy_start
         tracks = separator.separate(audio, SOURCES)
         encode_s = best_of(args.repeat, lambda: encode_tracks(tracks, tmp / "out", "clip"))
         serial_s = best_of(
@@ -154,8 +202,26 @@ def main(argv: list[str] | None = None) -> int:
         f"full six-track request: decode {decode_s / full:.1%}, separate {six_s / full:.1%}, "
         f"encode {encode_s / full:.1%} of {full:.2f} s"
     )
+    if strategy_rows:
+        print_strategies(strategy_rows, duration)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB (models, clip, plain demucs run)")
+    wall_s = time.perf_counter() - run_start
+    print(
+        f"wall time: {wall_s:.0f} s"
+        + (f", of which the strategy figures {strategy_wall_s:.0f} s" if strategy_rows else "")
+    )
     return 0
+
+
+def print_strategies(rows: list[tuple[str, str, float]], duration: float) -> None:
+    """The strategy figures, each with its ratio to route's request of the same pick."""
+    route = {pick: seconds for pick, label, seconds in rows if label == "route"}
+    print()
+    print("| request, strategy (cache off) | seconds | s per s of audio | / route |")
+    print("| --- | ---: | ---: | ---: |")
+    for pick, label, seconds in rows:
+        ratio = seconds / route[pick]
+        print(f"| {pick}, {label} | {seconds:.3f} | {seconds / duration:.4f} | {ratio:.3f} |")
 
 
 if __name__ == "__main__":

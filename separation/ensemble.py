@@ -1,5 +1,8 @@
 """The two-model Demucs ensemble: model A (4-source bag) and model B (6-source).
 
+The separator is the facade that loads models, plans passes and streams the song; how the
+two models' estimates combine is the strategy's (:mod:`separation.strategies`: its plan
+names the estimates a pick needs, its combiner turns them into the picked sources).
 Only the sub-models the requested tracks need are run, chunked and cross-faded as demucs's
 ``apply_model`` does, several chunks per forward pass (``batch_size``), so progress can be
 reported and a job cancelled between chunks, and only the needed sources are accumulated.
