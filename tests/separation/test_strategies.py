@@ -24,6 +24,14 @@ PICKS = (
 
 
 @pytest.fixture(scope="module")
+def cached(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> EnsembleSeparator:
+    """A separator with a cache: a song's model estimates are computed once, and every
+    strategy and pick after that combines them (what differs between strategies), as a
+    worker does for another pick of a cached song."""
+    return make_separator(model_repo, cache_dir=tmp_path_factory.mktemp("strategy-cache"))
+
+
+@pytest.fixture(scope="module")
 def song(multitrack_song: Path) -> Audio:
     """Eight seconds of each real excerpt's mix (a synthetic one always): several chunks."""
     audio = decode_audio(multitrack_song)
@@ -34,10 +42,10 @@ def song(multitrack_song: Path) -> Audio:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_keeps_the_invariants_on_real_music(
-    separator: EnsembleSeparator, song: Audio, strategy: str
+    cached: EnsembleSeparator, song: Audio, strategy: str
 ) -> None:
     for pick in PICKS:
-        tracks = separator.separate(song, pick, ensemble=Ensemble(strategy))
+        tracks = cached.separate(song, pick, ensemble=Ensemble(strategy))
         for name, track in tracks.items():
             assert track.shape == song.samples.shape, (pick, name)
             assert track.dtype == np.float32
@@ -83,11 +91,11 @@ def _models_alone(separator: EnsembleSeparator, song: Audio) -> tuple[dict, dict
 
 
 def test_blend_is_the_weighted_average_of_both_models(
-    separator: EnsembleSeparator, song: Audio
+    cached: EnsembleSeparator, song: Audio
 ) -> None:
-    a, b = _models_alone(separator, song)
+    a, b = _models_alone(cached, song)
     blend = Ensemble("blend")
-    tracks = separator.separate(song, SOURCES, ensemble=blend)
+    tracks = cached.separate(song, SOURCES, ensemble=blend)
     for source in ("drums", "bass", "vocals"):
         w = np.float32(blend.blend_weights[source])
         assert 0.0 < w < 1.0
@@ -109,10 +117,10 @@ def test_blend_weights_default_to_the_published_ensemble_ratios() -> None:
 
 
 def test_refine_splits_a_remainder_into_guitar_piano_and_other(
-    separator: EnsembleSeparator, song: Audio
+    cached: EnsembleSeparator, song: Audio
 ) -> None:
-    a, _ = _models_alone(separator, song)
-    tracks = separator.separate(song, SOURCES, ensemble=Ensemble("refine"))
+    a, _ = _models_alone(cached, song)
+    tracks = cached.separate(song, SOURCES, ensemble=Ensemble("refine"))
     for source in ("drums", "bass", "vocals"):
         np.testing.assert_array_equal(tracks[source], a[source], err_msg=source)
     remainder = song.samples - a["drums"] - a["bass"] - a["vocals"]
@@ -168,10 +176,10 @@ def test_refine_streamed_in_any_spans_gives_the_bits_of_the_whole_song() -> None
 
 
 def test_a_weight_on_a_source_model_a_lacks_is_a_clear_error(
-    separator: EnsembleSeparator, song: Audio
+    separator: EnsembleSeparator, clip: Audio
 ) -> None:
     with pytest.raises(ModelUnavailableError, match="guitar"):
-        separator.separate(song, ["guitar"], ensemble=Ensemble("blend", {"guitar": 1.0}))
+        separator.separate(clip, ["guitar"], ensemble=Ensemble("blend", {"guitar": 1.0}))
 
 
 @pytest.mark.parametrize(
