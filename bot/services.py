@@ -42,7 +42,9 @@ class BotServices:
         self.experiment = settings.experiment_spec()
         self.watch_interval_s = watch_interval_s
         self.queue = QueueClient(settings.redis_url)
-        self.flood = FloodGuard(settings.uploads_per_hour, settings.presses_per_minute)
+        self.flood = FloodGuard(
+            settings.redis_url, settings.uploads_per_hour, settings.presses_per_minute
+        )
         self.metrics = BotMetrics()
         self._metrics_server: MetricsServer | None = None
         self._db: Database | None = None

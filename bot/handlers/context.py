@@ -40,7 +40,7 @@ async def _allowed_press(update: Update, context: Context) -> tuple[CallbackQuer
         return None
     lang = await user_language(context, query.from_user)
     services = services_of(context)
-    if services.flood.allow_press(query.from_user.id):
+    if await services.flood.allow_press(query.from_user.id):
         return query, lang
     limit = services.settings.presses_per_minute
     await query.answer(texts.too_many_presses(limit, lang), show_alert=True)

@@ -50,9 +50,9 @@ async def offer_picker(update: Update, context: Context) -> None:
         return
     choices = await choices_of(services.db, user.id, user.language_code)
     lang = choices.language
-    if not services.flood.allow_upload(user.id):
+    if not await services.flood.allow_upload(user.id):
         logger.info("upload over the user's limit", extra={"user_id": user.id})
-        if services.flood.warn_once(user.id):
+        if await services.flood.warn_once(user.id):
             reply = texts.too_many_uploads(settings.uploads_per_hour, lang)
             await message.reply_text(reply, do_quote=True)
         return

@@ -44,6 +44,21 @@ async def test_uploads_over_the_hourly_limit_get_one_message_and_no_picker(
         assert (await bot.services.db.stats()).requests == 3
 
 
+async def test_the_limits_outlive_a_bot_restart(
+    service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
+) -> None:
+    # The windows are in Redis: a restarted bot does not hand the flooder a fresh allowance.
+    settings = service_settings(uploads_per_hour=2)
+    async with running_bot(settings):
+        for _ in range(2):
+            await picker_for(fake_bot_api, FLOODER, fake_bot_api.send_audio(FLOODER, song))
+    async with running_bot(settings):
+        third = fake_bot_api.send_audio(FLOODER, song)
+        refusal = await answer_to(fake_bot_api, FLOODER, third)
+        assert refusal.content == texts.too_many_uploads(2)
+        await picker_for(fake_bot_api, OTHER, fake_bot_api.send_audio(OTHER, song))
+
+
 async def test_presses_over_the_limit_change_nothing(
     service_settings: Callable[..., Settings], fake_bot_api: FakeBotApi, song: Path
 ) -> None:
