@@ -12,6 +12,11 @@ second of audio for:
 plus the decode / separate / encode split of a full request and the peak memory.
 Targets: (b)/(a) <= 1.05, (c)/(b) <= 0.35, (d)/(b) <= 0.05.
 
+Our requests run fp32 unless ``--precision`` says otherwise (plain demucs runs fp32, and so
+did every earlier run; ``auto`` is bf16 on a CPU with AVX-512 BF16 or AMX). Our rows also
+give the FLOP/s they achieved and, on CPU, the share of its peak for their precision
+(``bench/flops.py``): the FLOPs of the chunks each request ran, counted as it ran.
+
 With ``--strategies``, the same run also times each ensemble strategy (cache off, the same
 separator): the six-track and the vocals-only request under ``route``, ``blend`` and
 ``refine``, and vocals under ``blend`` with ``always`` (B runs only to be blended in),
@@ -19,7 +24,8 @@ each as a ratio to ``route``'s request of the same pick (the requests take turns
 ``--repeat`` each). It is an option because it about doubles the run: 574 of 1129 s in a
 ``--seconds 10 --repeat 2`` run on the two development cores while other work loaded them.
 
-    python bench/speed.py [--seconds 10] [--repeat 1] [--device cpu] [--strategies]
+    python bench/speed.py [--seconds 10] [--repeat 1] [--device cpu] [--precision fp32]
+                          [--strategies]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from flops import CpuPeak, WorkCounter, cpu_peak, throughput
 from songs import make_song
 
 from separation import (
@@ -77,19 +84,31 @@ def strategy_cases() -> list[tuple[str, str, Ensemble]]:
 
 def time_strategies(
     separator: EnsembleSeparator, audio: Audio, repeat: int
-) -> list[tuple[str, str, float]]:
-    """(pick, label, best seconds) per :func:`strategy_cases` entry, on ``separator``.
+) -> list[tuple[str, str, float, float]]:
+    """(pick, label, best seconds, FLOPs of one request) per :func:`strategy_cases` entry,
+    on ``separator``.
 
     The cases take turns, ``repeat`` rounds of one request each, so a change in the
     machine's other load falls on all of them rather than on the ones timed while it
     lasted: the ratios to route are what this figure is for."""
     cases = strategy_cases()
     best = [float("inf")] * len(cases)
+    work = [WorkCounter() for _ in cases]
     for _ in range(repeat):
         for k, (pick, _label, ensemble) in enumerate(cases):
             request = functools.partial(separator.separate, audio, PICKS[pick], ensemble=ensemble)
-            best[k] = min(best[k], best_of(1, request))
-    return [(pick, label, seconds) for (pick, label, _), seconds in zip(cases, best, strict=True)]
+            with work[k]:
+                best[k] = min(best[k], best_of(1, request))
+    return [
+        (pick, label, seconds, counted.flops() / repeat)
+        for (pick, label, _), seconds, counted in zip(cases, best, work, strict=True)
+    ]
+
+
+def flop_cells(flops: float, seconds: float, precision: str, peak: CpuPeak | None) -> str:
+    """The GFLOP/s and % of peak columns of one of our rows, as a markdown fragment."""
+    rate, share = throughput(flops, seconds, precision, peak).cells()
+    return f" {rate} | {share} |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (best kept)")
     parser.add_argument("--device", default="cpu", help="auto, cuda, mps or cpu")
     parser.add_argument("--models", type=Path, default=None, help="reuse a model folder")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="our requests' precision (default fp32, as plain demucs runs)",
+    )
     parser.add_argument(
         "--strategies",
         action="store_true",
@@ -119,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.get_num_threads()}, repeat {args.repeat}",
             flush=True,
         )
+        # Only a CPU run is compared with the CPU's peak.
+        peak = cpu_peak() if device.type == "cpu" else None
+        if peak is not None:
+            print(peak.describe(), flush=True)
 
         decode_s = best_of(args.repeat, lambda: decode_audio(song))
         audio = decode_audio(song)
@@ -138,24 +167,31 @@ def main(argv: list[str] | None = None) -> int:
                         model, normalised, shifts=0, split=True, overlap=0.25, device=device
                     )
 
-        config = SeparatorConfig(model_repo=repo, device=args.device)
+        config = SeparatorConfig(model_repo=repo, device=args.device, precision=args.precision)
         separator = EnsembleSeparator(config)
+        precision = separator.precision
         separator.warm_up()
         # One short request first, so no figure pays for first-call set-up.
         separator.separate(audio, ["bass"])
         plain_s = best_of(args.repeat, plain)
-        six_s = best_of(args.repeat, lambda: separator.separate(audio, SOURCES))
-        vocals_s = best_of(args.repeat, lambda: separator.separate(audio, ["vocals"]))
+        with WorkCounter() as six_work:
+            six_s = best_of(args.repeat, lambda: separator.separate(audio, SOURCES))
+        with WorkCounter() as vocals_work:
+            vocals_s = best_of(args.repeat, lambda: separator.separate(audio, ["vocals"]))
+        # FLOPs of one request (each repeat runs the same chunks).
+        work = {
+            "(b) six-track request": six_work.flops() / args.repeat,
+            "(c) vocals-only request": vocals_work.flops() / args.repeat,
+        }
 
         cache_dir = tmp / "cache"
-        EnsembleSeparator(
-            SeparatorConfig(model_repo=repo, device=args.device, cache_dir=cache_dir)
-        ).separate(audio, SOURCES)
+        cached_config = SeparatorConfig(
+            model_repo=repo, device=args.device, precision=args.precision, cache_dir=cache_dir
+        )
+        EnsembleSeparator(cached_config).separate(audio, SOURCES)
 
         def from_cache() -> None:
-            fresh = EnsembleSeparator(
-                SeparatorConfig(model_repo=repo, device=args.device, cache_dir=cache_dir)
-            )
+            fresh = EnsembleSeparator(cached_config)
             fresh.separate(audio, SOURCES)
             assert fresh.model_passes == 0 and not fresh.loaded_models
 
@@ -174,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         return seconds / duration
 
     print()
-    print("| figure | seconds | s per s of audio |")
-    print("| --- | ---: | ---: |")
+    print(f"our requests: {precision}")
+    print("| figure | seconds | s per s of audio | GFLOP/s | % of peak |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     rows = [
         ("(a) plain apply_model, A then B", plain_s),
         ("(b) six-track request", six_s),
@@ -186,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         ("encode 6 tracks, one at a time", serial_s),
     ]
     for name, seconds in rows:
-        print(f"| {name} | {seconds:.3f} | {per_s(seconds):.4f} |")
+        cells = flop_cells(work[name], seconds, precision, peak) if name in work else "  |  |"
+        print(f"| {name} | {seconds:.3f} | {per_s(seconds):.4f} |{cells}")
     print()
     print("| ratio | measured | target |")
     print("| --- | ---: | ---: |")
@@ -203,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         f"encode {encode_s / full:.1%} of {full:.2f} s"
     )
     if strategy_rows:
-        print_strategies(strategy_rows, duration)
+        print_strategies(strategy_rows, duration, precision, peak)
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB (models, clip, plain demucs run)")
     wall_s = time.perf_counter() - run_start
     print(
@@ -213,15 +251,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_strategies(rows: list[tuple[str, str, float]], duration: float) -> None:
-    """The strategy figures, each with its ratio to route's request of the same pick."""
-    route = {pick: seconds for pick, label, seconds in rows if label == "route"}
+def print_strategies(
+    rows: list[tuple[str, str, float, float]],
+    duration: float,
+    precision: str,
+    peak: CpuPeak | None,
+) -> None:
+    """The strategy figures, each with its ratio to route's request of the same pick and
+    the FLOP/s it achieved."""
+    route = {pick: seconds for pick, label, seconds, _ in rows if label == "route"}
     print()
-    print("| request, strategy (cache off) | seconds | s per s of audio | / route |")
-    print("| --- | ---: | ---: | ---: |")
-    for pick, label, seconds in rows:
+    print(
+        "| request, strategy (cache off) | seconds | s per s of audio | / route "
+        "| GFLOP/s | % of peak |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for pick, label, seconds, flops in rows:
         ratio = seconds / route[pick]
-        print(f"| {pick}, {label} | {seconds:.3f} | {seconds / duration:.4f} | {ratio:.3f} |")
+        print(
+            f"| {pick}, {label} | {seconds:.3f} | {seconds / duration:.4f} | {ratio:.3f} |"
+            + flop_cells(flops, seconds, precision, peak)
+        )
 
 
 if __name__ == "__main__":

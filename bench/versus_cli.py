@@ -14,11 +14,17 @@ Wall-clock seconds, and seconds per second of audio, for:
                           separate, encode, in this process (:func:`our_request`);
 
 demucs's defaults otherwise (shifts 1, overlap 0.25, 16-bit wav) and ours (shifts 0, 320 kbps
-mp3); the cache is off on our side. The runs are interleaved (demucs, ours, demucs, ours,
+mp3); the cache is off on our side. Ours runs fp32 (``DEMIX_PRECISION=fp32``), as demucs
+does and as every earlier run did, although ``auto`` is bf16 on a CPU with AVX-512 BF16 or
+AMX; ``--bf16`` adds warm rows in bf16. The runs are interleaved (demucs, ours, demucs, ours,
 ...) and each figure is the best of ``--repeat``, so load on a shared machine hits both
 sides; the ratios, not the absolute times, are the result. Every run's files are checked
 (a run that writes nothing stops the benchmark).
 Targets: all six <= 0.75 x demucs CLI all six; vocals <= 0.30 x demucs CLI two-stems.
+
+Our rows also give the FLOP/s achieved and the share of this CPU's peak for their precision
+(``bench/flops.py``): the FLOPs of the chunks our warm request of the pick ran, counted as it
+ran, over each figure's seconds (the cold figure runs the same passes, plus start-up).
 
     python bench/versus_cli.py [--seconds 30] [--repeat 1] [--size pretrained|tiny]
                                [--bf16] [--json PATH] [--keep DIR]
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from flops import CpuPeak, Throughput, WorkCounter, cpu_peak, throughput
 from songs import make_song
 
 from separation import (
@@ -107,7 +114,8 @@ class Ratio:
 
     @property
     def default(self) -> bool:
-        """Whether ours ran with its default settings (bf16 is not)."""
+        """Whether ours ran in this benchmark's reference precision, fp32 (the bf16 rows
+        are extra)."""
         return not self.key.endswith("bf16")
 
 
@@ -229,8 +237,14 @@ def warm_separator(ctx: Context, precision: str, warm_song: Path) -> EnsembleSep
     return separator
 
 
-def table(figures: dict[str, float], ratios: list[Ratio], duration_s: float) -> str:
-    """The figures and the ratios as markdown tables."""
+def table(
+    figures: dict[str, float],
+    ratios: list[Ratio],
+    duration_s: float,
+    achieved: dict[str, Throughput] | None = None,
+) -> str:
+    """The figures (with the FLOP/s ``achieved`` by our rows) and the ratios as markdown
+    tables."""
     labels = {
         "cli_six": f"demucs CLI, all six ({MODEL_A} then {MODEL_B})",
         # Each part's own best, possibly from different rounds.
@@ -241,16 +255,23 @@ def table(figures: dict[str, float], ratios: list[Ratio], duration_s: float) -> 
         "ours_six_warm": "ours, all six, warm (models loaded)",
         "ours_vocals_cold": "ours, vocals, cold (`demix separate --stems vocals`)",
         "ours_vocals_warm": "ours, vocals, warm (models loaded)",
-        "ours_six_warm_bf16": "ours, all six, warm, bf16 (not the default)",
-        "ours_vocals_warm_bf16": "ours, vocals, warm, bf16 (not the default)",
+        "ours_six_warm_bf16": "ours, all six, warm, bf16",
+        "ours_vocals_warm_bf16": "ours, vocals, warm, bf16",
     }
-    lines = ["| figure | seconds | s per s of audio |", "| --- | ---: | ---: |"]
+    achieved = achieved or {}
+    lines = [
+        "| figure | seconds | s per s of audio | GFLOP/s | % of peak |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for key, seconds in figures.items():
-        lines.append(f"| {labels[key]} | {seconds:.2f} | {seconds / duration_s:.3f} |")
+        rate, share = achieved[key].cells() if key in achieved else ("", "")
+        lines.append(
+            f"| {labels[key]} | {seconds:.2f} | {seconds / duration_s:.3f} | {rate} | {share} |"
+        )
     lines += ["", "| ratio | measured | target |", "| --- | ---: | ---: |"]
     for r in ratios:
         verdict = "ok" if r.ok else "MISSED"
-        note = "" if r.default else " (bf16, not the default)"
+        note = "" if r.default else " (bf16)"
         lines.append(f"| {r.label}{note} | {r.value:.3f} | <= {r.target:.2f} {verdict} |")
     return "\n".join(lines)
 
@@ -267,9 +288,13 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         runs=runs.resolve(),
         duration_s=decode_audio(song).duration_s,
         demucs_env=clean_env(),
-        # DEMIX_CACHE_MAX_MB=0 turns the cache off: every run separates.
+        # DEMIX_CACHE_MAX_MB=0 turns the cache off: every run separates. fp32 as the warm
+        # separator's (auto is bf16 on a CPU with native bf16).
         ours_env=clean_env(
-            DEMIX_MODEL_REPO=str(repo.resolve()), DEMIX_DEVICE="cpu", DEMIX_CACHE_MAX_MB="0"
+            DEMIX_MODEL_REPO=str(repo.resolve()),
+            DEMIX_DEVICE="cpu",
+            DEMIX_CACHE_MAX_MB="0",
+            DEMIX_PRECISION="fp32",
         ),
     )
     print(
@@ -277,12 +302,16 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         f"threads {torch.get_num_threads()}, repeat {args.repeat}",
         flush=True,
     )
+    peak = cpu_peak()
+    print(peak.describe() if peak else "peak unknown: no usable lscpu output", flush=True)
     separators = {"": warm_separator(ctx, "fp32", warm_song)}
     if args.bf16:
         separators["_bf16"] = warm_separator(ctx, "bf16", warm_song)
 
     times: dict[str, list[float]] = {}
     files: dict[str, list[Path]] = {}
+    # Per warm figure, the chunks its request ran (the same every round: cache off).
+    work: dict[str, WorkCounter] = {}
 
     def record(figure: str, seconds: float, written: list[Path]) -> None:
         times.setdefault(figure, []).append(seconds)
@@ -299,12 +328,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         record("ours_six_cold", *run_ours_cold(ctx, "ours_six_cold", SOURCES))
         for suffix, separator in separators.items():
             figure = f"ours_six_warm{suffix}"
-            record(figure, *run_ours_warm(ctx, separator, figure, SOURCES))
+            with WorkCounter() as work[figure]:
+                record(figure, *run_ours_warm(ctx, separator, figure, SOURCES))
         record("cli_vocals", *run_cli_vocals(ctx))
         record("ours_vocals_cold", *run_ours_cold(ctx, "ours_vocals_cold", VOCALS))
         for suffix, separator in separators.items():
             figure = f"ours_vocals_warm{suffix}"
-            record(figure, *run_ours_warm(ctx, separator, figure, VOCALS))
+            with WorkCounter() as work[figure]:
+                record(figure, *run_ours_warm(ctx, separator, figure, VOCALS))
 
     order = ["cli_six", "cli_ft", "cli_6s", "cli_vocals"]
     order += [k for k in times if k.startswith("ours_six")]
@@ -325,8 +356,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for mode in modes
     ]
 
+    achieved = our_throughput(best, work, peak)
     print()
-    print(table(best, ratios, ctx.duration_s))
+    print(table(best, ratios, ctx.duration_s, achieved))
     return {
         "clip_seconds": ctx.duration_s,
         "size": args.size,
@@ -334,11 +366,23 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        "peak": None
+        if peak is None
+        else {"fp32": peak.fp32, "bf16": peak.bf16, "derivation": peak.describe()},
         "figures": {
             key: {
                 "seconds": seconds,
                 "per_audio_second": seconds / ctx.duration_s,
                 "all_runs": times[key],
+                **(
+                    {
+                        "flops": achieved[key].flops,
+                        "flop_per_s": achieved[key].flop_per_s,
+                        "share_of_peak": achieved[key].share_of_peak,
+                    }
+                    if key in achieved
+                    else {}
+                ),
             }
             for key, seconds in best.items()
         },
@@ -352,6 +396,20 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for key, paths in files.items()
         },
     }
+
+
+def our_throughput(
+    best: dict[str, float], work: dict[str, WorkCounter], peak: CpuPeak | None
+) -> dict[str, Throughput]:
+    """Per figure of ours, the FLOP/s its best time achieved: the FLOPs its warm request
+    ran (a cold run does the same passes), against the peak of its precision."""
+    achieved = {}
+    for key, seconds in best.items():
+        counted = work.get(key.replace("_cold", "_warm"))
+        if key.startswith("ours_") and counted is not None:
+            precision = "bf16" if key.endswith("_bf16") else "fp32"
+            achieved[key] = throughput(counted.flops(), seconds, precision, peak)
+    return achieved
 
 
 def main(argv: list[str] | None = None) -> int:

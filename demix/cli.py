@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.settings import Settings
+from separation.config import PRECISIONS
+from separation.formats import DEFAULT_OUTPUT_FORMAT, FILE_FORMATS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,14 +22,37 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run an arq separation worker")
     sub.add_parser("up", help="run the whole service on this machine (Redis, worker, bot)")
 
-    separate = sub.add_parser("separate", help="separate a local audio file into stems")
-    separate.add_argument("file", type=Path, help="audio file (mp3, wav, flac, ogg, m4a, ...)")
+    separate = sub.add_parser("separate", help="separate local audio files into stems")
+    separate.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="audio files (mp3, wav, flac, ogg, m4a, ...); the models load once for all",
+    )
     separate.add_argument(
         "--stems",
         default="drums,bass,vocals,guitar,piano,other",
         help="comma-separated sources to pick (default: all six)",
     )
     separate.add_argument("--out", type=Path, default=Path("."), help="output folder")
+    separate.add_argument(
+        "--format",
+        choices=FILE_FORMATS,
+        default=DEFAULT_OUTPUT_FORMAT,
+        help="mp3 (320 kbps, the default), flac (24-bit) or wav (32-bit float: the tracks "
+        "exactly as separated)",
+    )
+    separate.add_argument(
+        "--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: DEMIX_DEVICE)"
+    )
+    separate.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="the network's precision (default: DEMIX_PRECISION; auto is bf16 where the "
+        "device computes it natively, else fp32)",
+    )
 
     stats = sub.add_parser("stats", help="usage and feedback figures from the database")
     stats.add_argument("--json", action="store_true", help="print JSON")
@@ -69,7 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "separate":
         from separation.cli import run_separate
 
-        return run_separate(args.file, args.stems, args.out, settings.separator_config())
+        return run_separate(
+            args.files,
+            args.stems,
+            args.out,
+            settings.separator_config(),
+            fmt=args.format,
+            device=args.device,
+            precision=args.precision,
+        )
     if args.command == "stats":
         from demix.stats import run_stats
 

@@ -1,5 +1,5 @@
-"""Audio in and out through ffmpeg: probe, decode to 44.1 kHz stereo float32, encode mp3
-or FLAC."""
+"""Audio in and out through ffmpeg: probe, decode to 44.1 kHz stereo float32, encode mp3,
+FLAC or WAV."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import numpy as np
 from separation.errors import InvalidAudioError, NoSoundError, SongTooLongError
 from separation.formats import (
     DEFAULT_OUTPUT_FORMAT,
+    FILE_FORMATS,
     FLAC_BITS,
     MP3_BITRATE,
-    OUTPUT_FORMATS,
-    OutputFormat,
+    FileFormat,
 )
 from separation.naming import safe_tag, track_file_name, track_title
 
@@ -377,18 +377,19 @@ def encode_tracks(
     song_name: str,
     *,
     artist: str | None = None,
-    fmt: OutputFormat = DEFAULT_OUTPUT_FORMAT,
+    fmt: FileFormat = DEFAULT_OUTPUT_FORMAT,
 ) -> list[Path]:
-    """Encode each track as a 320 kbps mp3 or a 24-bit FLAC in ``out_dir``, in parallel.
+    """Encode each track as a 320 kbps mp3, a 24-bit FLAC or a 32-bit float WAV in
+    ``out_dir``, in parallel.
 
     Files are named :func:`separation.naming.track_file_name` with ``fmt`` as extension and
     tagged with the title :func:`separation.naming.track_title` and ``artist`` when given.
     For mp3, ffmpeg writes the LAME header with encoder delay and padding, so decoders that
     honour it (ffmpeg, most players and DAWs) play exactly the track's samples, aligned with
-    the input; FLAC is lossless and has no delay, so it is aligned as it is. Each file is
+    the input; FLAC and WAV have no delay, so they are aligned as they are. Each file is
     written under a temporary name and renamed, so a reader never sees half a file.
 
-    Levels are left alone, but the two formats differ above full scale. LAME takes the
+    Levels are left alone, but the formats differ above full scale. LAME takes the
     float samples as they are, so peaks above 1.0 (a hot float master, a loud downmix) stay
     above 1.0 in the mp3 for a float decoder such as ffmpeg, and the tracks still sum to the
     mix; a player that converts to 16-bit clips them, the mix included. 24-bit FLAC is
@@ -396,7 +397,9 @@ def encode_tracks(
     tracks' sum needs) and samples beyond full scale are clipped to it on encode, so only
     tracks within full scale sum back to the mix exactly. A track of a song that does not
     clip can still peak a little above 1.0 (two stems in antiphase each louder than their
-    sum); those peaks are clipped in FLAC.
+    sum); those peaks are clipped in FLAC. WAV holds the float32 samples themselves, bit for
+    bit: nothing is quantised or clipped, and the tracks sum to the mix as separated (RF64
+    past 4 GB, about three hours of stereo).
 
     Args:
         tracks: track name to float32 array ``(2, n)`` at 44.1 kHz, or to a
@@ -404,7 +407,7 @@ def encode_tracks(
         out_dir: the folder to write; created if missing.
         song_name: a name made safe by :func:`separation.naming.safe_song_name`.
         artist: the artist tag to carry over.
-        fmt: ``"mp3"`` (320 kbps) or ``"flac"`` (24-bit).
+        fmt: ``"mp3"`` (320 kbps), ``"flac"`` (24-bit) or ``"wav"`` (32-bit float).
 
     Returns:
         The written paths, in ``tracks`` order.
@@ -413,7 +416,7 @@ def encode_tracks(
         OSError: the disk is full, over quota or read-only (the machine's fault).
         RuntimeError: ffmpeg failed for another reason.
     """
-    if fmt not in OUTPUT_FORMATS:
+    if fmt not in FILE_FORMATS:
         raise ValueError(f"not an output format: {fmt!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -440,11 +443,13 @@ _CODEC_ARGS: dict[str, list[str]] = {
     "mp3": ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-id3v2_version", "3", "-write_xing", "1"],
     # FLAC has no 24-bit sample format in ffmpeg: 32-bit samples of which 24 bits are kept.
     "flac": ["-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", str(FLAC_BITS)],
+    # The float32 samples as they are; RF64 only when the file outgrows RIFF's 4 GB.
+    "wav": ["-c:a", "pcm_f32le", "-rf64", "auto"],
 }
 
 
 def _encode_one(
-    samples: Track, path: Path, title: str, artist: str | None, fmt: OutputFormat
+    samples: Track, path: Path, title: str, artist: str | None, fmt: FileFormat
 ) -> Path:
     if not isinstance(samples, RawTrack) and (samples.ndim != 2 or samples.shape[0] != 2):
         raise ValueError(f"a track is a (2, n) array, got shape {samples.shape}")

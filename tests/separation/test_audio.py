@@ -468,3 +468,24 @@ def test_a_decode_past_its_time_limit_is_refused(
     monkeypatch.setattr(audio_module, "DECODE_TIMEOUT_PER_AUDIO_S", 1e-6)
     with pytest.raises(InvalidAudioError, match="ran past"):
         decode_audio(song, info)
+
+
+@pytest.mark.parametrize("n", [88_211, 1])
+def test_wav_tracks_are_the_float_samples_bit_for_bit(tmp_path: Path, n: int) -> None:
+    """32-bit float WAV: aligned, the song's length, nothing quantised or clipped (a track
+    peaking at +10 dBFS keeps its peaks), so the decoded tracks sum to the mix."""
+    mix = music_like(2.1, seed=5)[:, :n]
+    vocals = _tonal(mix.shape[1]) * np.float32(10.0)
+    tracks = {"vocals": vocals, "no_vocals": mix - vocals}
+    paths = encode_tracks(tracks, tmp_path, "Song", artist="Someone", fmt="wav")
+    assert [p.name for p in paths] == ["Song - vocals.wav", "Song - no_vocals.wav"]
+    info = probe_audio(paths[0])
+    assert (info.codec, info.samplerate, info.channels) == ("pcm_f32le", 44100, 2)
+    assert (info.title, info.artist) == ("Song (vocals)", "Someone")
+    decoded = {track: decode(path) for track, path in zip(tracks, paths, strict=True)}
+    for track, samples in tracks.items():
+        np.testing.assert_array_equal(decoded[track], samples, err_msg=track)
+    if n > 1:
+        assert float(np.abs(decoded["vocals"]).max()) > 2.0
+    np.testing.assert_allclose(decoded["vocals"] + decoded["no_vocals"], mix, atol=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -174,6 +174,7 @@ def test_matches_plain_demucs_apply_model_over_several_chunks(
     from demucs.apply import apply_model
     from demucs.pretrained import get_model
 
+    assert separator.precision == "fp32", "compared with demucs's fp32 within 2e-5"
     audio = audio_of(music_like(7.0, seed=5))  # two chunks
     # Route: each source from one model's passes (blend would average vocals with B's).
     ours = separator.separate(audio, ["vocals", "guitar"], ensemble=Ensemble("route"))

@@ -1,5 +1,5 @@
 """How the network passes run: chunks batched into one forward pass, and autocast precision
-(bf16 on CPU here), over tiny random models."""
+(bf16 on CPU here), over tiny random models; which precision ``auto`` means where."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from separation import (
     SeparatorConfig,
     decode_audio,
 )
+from separation.cpu import cpu_flags, has_native_bf16
 from separation.ensemble import _ACTIVATION_BYTES_PER_SAMPLE, resolve_precision
 from tests.separation.conftest import audio_of
 from tests.separation.test_ensemble import assert_tracks_sum_to_mix
@@ -31,6 +32,23 @@ from tests.support.separators import make_separator
 # was 49.5 dB with the tiny random models (46 dB with the published shapes); the bound
 # leaves a margin for other CPUs' bf16 kernels.
 MIN_BF16_SDR_DB = 35.0
+
+# /proc/cpuinfo of a few machines (two processors each, flags cut short).
+ZEN4_CPUINFO = "".join(
+    f"processor\t: {n}\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma avx512f "
+    "avx512bw avx512_bf16 avx512_vnni\n\n"
+    for n in range(2)
+)
+SAPPHIRE_RAPIDS_CPUINFO = "".join(
+    f"processor\t: {n}\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile amx_int8\n\n"
+    for n in range(2)
+)
+SKYLAKE_CPUINFO = "".join(
+    f"processor\t: {n}\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni\n\n"
+    for n in range(2)
+)
+# An ARM server: its bf16 is a "Features" entry, not read (not measured here).
+GRAVITON3_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n\n"
 
 
 def _excerpt(path: Path, seconds: float) -> Audio:
@@ -50,8 +68,9 @@ def _sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 def test_batched_passes_equal_batch_one(model_repo: Path, multitrack_song: Path) -> None:
     # 18 s: four chunks per pass, so batch 3 has a full batch and a ragged one.
     audio = _excerpt(multitrack_song, 18.0)
-    one = make_separator(model_repo, batch_size=1).separate(audio, SOURCES)
-    three = make_separator(model_repo, batch_size=3).separate(audio, SOURCES)
+    # fp32 (as make_separator's default, named here): bf16 batches differ by more than 1e-5.
+    one = make_separator(model_repo, batch_size=1, precision="fp32").separate(audio, SOURCES)
+    three = make_separator(model_repo, batch_size=3, precision="fp32").separate(audio, SOURCES)
     assert list(three) == list(one)
     for name in one:
         np.testing.assert_allclose(three[name], one[name], rtol=0, atol=1e-5, err_msg=name)
@@ -131,11 +150,18 @@ def test_self_attention_runs_through_the_fused_sdpa_kernel(model_repo: Path) -> 
     assert torch.backends.mha.get_fastpath_enabled(), "the process's setting is restored"
 
 
-def test_precision_defaults_to_fp32_on_cpu_and_bf16_on_capable_cuda(
+def test_auto_precision_is_bf16_where_the_device_computes_it_natively(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, native_cpu_bf16=True) == "bf16"
+    assert resolve_precision("auto", cpu, native_cpu_bf16=False) == "fp32"
+    # Named precisions are kept: bf16 emulated where asked, fp32 where bf16 is native.
+    assert resolve_precision("bf16", cpu, native_cpu_bf16=False) == "bf16"
+    assert resolve_precision("fp32", cpu, native_cpu_bf16=True) == "fp32"
+    # Without the argument, this machine's flags decide.
+    assert resolve_precision("auto", cpu) == ("bf16" if has_native_bf16() else "fp32")
+    assert resolve_precision("auto", torch.device("mps"), native_cpu_bf16=True) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("fp16", torch.device("cuda:1")) == "fp16"
@@ -143,6 +169,37 @@ def test_precision_defaults_to_fp32_on_cpu_and_bf16_on_capable_cuda(
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="bf16"):
         resolve_precision("bf16", torch.device("cuda"))
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "native"),
+    [
+        (ZEN4_CPUINFO, True),
+        (SAPPHIRE_RAPIDS_CPUINFO, True),
+        (SKYLAKE_CPUINFO, False),
+        (GRAVITON3_CPUINFO, False),
+        ("", False),
+    ],
+    ids=["avx512_bf16", "amx_bf16", "avx512-without-bf16", "arm", "empty"],
+)
+def test_native_bf16_is_read_from_the_cpuinfo_flags(cpuinfo: str, native: bool) -> None:
+    assert has_native_bf16(cpuinfo) is native
+
+
+def test_a_flag_counts_only_when_every_processor_has_it() -> None:
+    mixed = ZEN4_CPUINFO + SKYLAKE_CPUINFO.replace("processor\t: 0", "processor\t: 2")
+    assert "avx512_bf16" not in cpu_flags(mixed)
+    assert not has_native_bf16(mixed)
+    assert "avx512f" in cpu_flags(mixed)
+
+
+def test_auto_on_this_cpu_follows_its_flags_and_the_tracks_sum_to_the_mix(
+    model_repo: Path,
+) -> None:
+    separator = make_separator(model_repo, precision="auto")
+    assert separator.precision == ("bf16" if has_native_bf16() else "fp32")
+    audio = audio_of(music_like(9.0, seed=4))  # two chunks per pass
+    assert_tracks_sum_to_mix(separator.separate(audio, SOURCES), audio)
 
 
 @pytest.mark.parametrize(

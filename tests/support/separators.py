@@ -15,12 +15,18 @@ from separation import EnsembleSeparator, RawTrack, SeparatorConfig
 
 
 def make_separator(model_repo: Path, **config: Any) -> EnsembleSeparator:
-    """An :class:`EnsembleSeparator` over ``model_repo`` on CPU, without a cache unless
-    ``cache_dir=`` is given; other keywords are :class:`SeparatorConfig` fields.
+    """An :class:`EnsembleSeparator` over ``model_repo`` on CPU, in fp32, without a cache
+    unless ``cache_dir=`` is given; other keywords are :class:`SeparatorConfig` fields.
+
+    fp32 unless ``precision=`` says otherwise: ``auto`` is bf16 on a CPU with AVX-512 BF16
+    or AMX, and tests that compare estimates bit for bit or within 1e-5 (with demucs's
+    ``apply_model``, across batch sizes, strategies, the cache, streaming) must not depend
+    on the machine's CPU. Tests of bf16 and of ``auto`` name them.
 
     It holds no open resources (models live in memory), so there is nothing to close: a
     fixture of any scope may build one and drop it.
     """
+    config.setdefault("precision", "fp32")
     return EnsembleSeparator(SeparatorConfig(model_repo=model_repo, device="cpu", **config))
 
 
