@@ -16,9 +16,10 @@ Wall-clock seconds, and seconds per second of audio, for:
 demucs's defaults otherwise (shifts 1, overlap 0.25, 16-bit wav) and ours (shifts 0, 320 kbps
 mp3); the cache is off on our side. Ours runs fp32 (``DEMIX_PRECISION=fp32``), as demucs
 does and as every earlier run did, although ``auto`` is bf16 on a CPU with AVX-512 BF16 or
-AMX; ``--bf16`` adds warm rows in bf16. The runs are interleaved (demucs, ours, demucs, ours,
-...) and each figure is the best of ``--repeat``, so load on a shared machine hits both
-sides; the ratios, not the absolute times, are the result. Every run's files are checked
+AMX; ``--bf16`` adds cold and warm rows in bf16 (the default where the CPU has native
+bf16). The runs are interleaved (demucs, ours, demucs, ours, ...) and each figure is the
+best of ``--repeat``, so load on a shared machine hits both sides; the ratios, not the
+absolute times, are the result. Every run's files are checked
 (a run that writes nothing stops the benchmark).
 Targets: all six <= 0.75 x demucs CLI all six; vocals <= 0.30 x demucs CLI two-stems.
 
@@ -207,12 +208,14 @@ def run_cli_vocals(ctx: Context) -> tuple[float, list[Path]]:
     return seconds, check_wavs(out / MODEL_A / ctx.song.stem, ["vocals", "no_vocals"], ctx)
 
 
-def run_ours_cold(ctx: Context, figure: str, stems: Sequence[str]) -> tuple[float, list[Path]]:
+def run_ours_cold(
+    ctx: Context, figure: str, stems: Sequence[str], precision: str = "fp32"
+) -> tuple[float, list[Path]]:
     out = fresh_dir(ctx.runs / figure)
     command = [*demix_command(), "separate", str(ctx.song), "--out", str(out)]
     if list(stems) != list(SOURCES):
         command += ["--stems", ",".join(stems)]
-    seconds = timed_process(command, ctx.ours_env, ctx.runs)
+    seconds = timed_process(command, {**ctx.ours_env, "DEMIX_PRECISION": precision}, ctx.runs)
     return seconds, check_ours(out, stems, ctx)
 
 
@@ -255,7 +258,9 @@ def table(
         "ours_six_warm": "ours, all six, warm (models loaded)",
         "ours_vocals_cold": "ours, vocals, cold (`demix separate --stems vocals`)",
         "ours_vocals_warm": "ours, vocals, warm (models loaded)",
+        "ours_six_cold_bf16": "ours, all six, cold, bf16 (`DEMIX_PRECISION=bf16`)",
         "ours_six_warm_bf16": "ours, all six, warm, bf16",
+        "ours_vocals_cold_bf16": "ours, vocals, cold, bf16 (`DEMIX_PRECISION=bf16`)",
         "ours_vocals_warm_bf16": "ours, vocals, warm, bf16",
     }
     achieved = achieved or {}
@@ -326,12 +331,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         record("cli_6s", six_s, written[len(FOUR_SOURCES) :])
         record("cli_six", ft_s + six_s, written)
         record("ours_six_cold", *run_ours_cold(ctx, "ours_six_cold", SOURCES))
+        if args.bf16:
+            figure = "ours_six_cold_bf16"
+            record(figure, *run_ours_cold(ctx, figure, SOURCES, "bf16"))
         for suffix, separator in separators.items():
             figure = f"ours_six_warm{suffix}"
             with WorkCounter() as work[figure]:
                 record(figure, *run_ours_warm(ctx, separator, figure, SOURCES))
         record("cli_vocals", *run_cli_vocals(ctx))
         record("ours_vocals_cold", *run_ours_cold(ctx, "ours_vocals_cold", VOCALS))
+        if args.bf16:
+            figure = "ours_vocals_cold_bf16"
+            record(figure, *run_ours_cold(ctx, figure, VOCALS, "bf16"))
         for suffix, separator in separators.items():
             figure = f"ours_vocals_warm{suffix}"
             with WorkCounter() as work[figure]:
@@ -341,7 +352,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     order += [k for k in times if k.startswith("ours_six")]
     order += [k for k in times if k.startswith("ours_vocals")]
     best = {key: min(times[key]) for key in order}
-    modes = ["cold", "warm"] + (["warm_bf16"] if args.bf16 else [])
+    modes = ["cold", "warm"] + (["cold_bf16", "warm_bf16"] if args.bf16 else [])
     ratios = [
         Ratio(
             key=f"{pick}_{mode}",
@@ -419,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--size", choices=["pretrained", "tiny"], default="pretrained", help="model shapes"
     )
-    parser.add_argument("--bf16", action="store_true", help="add warm rows in bf16")
+    parser.add_argument("--bf16", action="store_true", help="add cold and warm rows in bf16")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
         "--keep", type=Path, default=None, help="work in this folder and leave it there"
