@@ -15,8 +15,10 @@ from telegram.error import BadRequest, InvalidToken, NetworkError
 from telegram.ext import Application, Defaults
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
+from bot.flood_control import PerChatFloodControl
 from bot.handlers import errors, ordered_handlers
 from bot.handlers.context import SERVICES_KEY
+from bot.ordering import PerChatUpdateProcessor
 from bot.services import BotServices
 from common.exits import EXIT_CONFIG
 from common.logs import configure_logging
@@ -34,6 +36,10 @@ def build_application(settings: Settings, *, watch_interval_s: float = 2.0) -> A
     The database, the queue client and the job watcher open in ``post_init`` and close in
     ``post_stop`` / ``post_shutdown``; whoever runs the Application must run those hooks
     (``run_polling`` does). Every text the bot sends is HTML (user text is escaped).
+
+    Updates of different chats are handled concurrently, each chat's in order
+    (:class:`bot.ordering.PerChatUpdateProcessor`), and a 429 on a request holds up that
+    request's chat alone (:class:`bot.flood_control.PerChatFloodControl`).
     """
     services = BotServices(settings, watch_interval_s=watch_interval_s)
     application = (
@@ -43,6 +49,8 @@ def build_application(settings: Settings, *, watch_interval_s: float = 2.0) -> A
         .base_file_url(settings.telegram_file_base_url)
         .local_mode(settings.telegram_local_mode)
         .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .concurrent_updates(PerChatUpdateProcessor())
+        .rate_limiter(PerChatFloodControl(on_429=services.metrics.telegram_throttled))
         .post_init(services.start)
         .post_stop(services.stop_watching)
         .post_shutdown(services.close)

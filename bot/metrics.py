@@ -1,8 +1,9 @@
-"""The bot process's Prometheus metrics: the queue, the jobs as recorded, the votes.
+"""The bot process's Prometheus metrics: the queue, the jobs as recorded, the votes, and
+Telegram's flood control on the bot's own requests.
 
 One :class:`BotMetrics` per process, built by :class:`bot.services.BotServices` over its own
-registry (see :mod:`common.metrics`). The job watcher and the vote use case update it;
-handlers do not touch it beyond that.
+registry (see :mod:`common.metrics`). The job watcher, the vote use case and the flood
+control (:mod:`bot.flood_control`) update it; handlers do not touch it beyond that.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class BotMetrics:
             ["vote"],
             registry=self.registry,
         )
+        self.telegram_429 = Counter(
+            PREFIX + "telegram_429",
+            "Bot API requests of the bot answered 429 (flood control), by method; each is "
+            "waited out for its chat alone and sent again, within bounds",
+            ["method"],
+            registry=self.registry,
+        )
         # Series that exist from the start read 0 instead of missing in rates and ratios.
         self.jobs.labels("done", NO_REASON)
         for value in ("up", "down"):
@@ -74,6 +82,10 @@ class BotMetrics:
         self.jobs.labels(outcome, reason).inc()
         if enqueued_at is not None and started_at is not None:
             self.job_wait.observe(max(0.0, started_at - enqueued_at))
+
+    def telegram_throttled(self, method: str) -> None:
+        """Telegram answered one of the bot's ``method`` requests with a 429."""
+        self.telegram_429.labels(method).inc()
 
     def vote_stored(self, vote: str, previous: str | None) -> None:
         """A 👍 / 👎 press; pressing the button already chosen changes nothing."""

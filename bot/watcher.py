@@ -10,6 +10,12 @@ The status message has one writer at a time: while a job waits, the watcher keep
 queue position current; once a worker starts it, only the worker edits it. When a job ends
 without a word from any worker (crash, timeout, retries exhausted, lost from Redis), the
 watcher writes the final word, because nobody else will.
+
+Telegram's flood control (a 429) on one chat holds up no other chat's status: a queue
+position is shown without waiting (``NO_WAIT``; a position a 429 kept from the chat is shown
+at a later check, and a late one could overwrite a worker's progress), and a final word is
+sent from a task of its own, which waits out the chat's 429 (see :mod:`bot.flood_control`)
+while the checks go on.
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
-from telegram import Bot
+from telegram.ext import ExtBot
 
 from bot import texts
+from bot.flood_control import NO_WAIT, PerChatFloodControl
 from bot.metrics import LOST, BotMetrics
 from bot.queue import CRASH, JobState, QueueClient, QueueUnavailable
 from common.i18n import translate
-from common.telegram import edit_message
+from common.telegram import Edit, EditResult, edit_message
 from common.texts import JOB_CRASHED
 from storage import Database, JobRecord
 
@@ -43,7 +51,7 @@ class JobWatcher:
         self,
         db: Database,
         queue: QueueClient,
-        bot: Bot,
+        bot: ExtBot[Any],
         interval_s: float,
         metrics: BotMetrics | None = None,
     ) -> None:
@@ -56,17 +64,23 @@ class JobWatcher:
         self._missing: dict[str, tuple[int, float]] = {}
         self._queue_down = False
         self.passes = 0  # checks finished so far, failed ones included
+        # Final words still being sent (waiting out a 429 in their chat).
+        self._final_words: set[asyncio.Task[EditResult]] = set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("job watcher check failed")
-            self.passes += 1
-            await asyncio.sleep(self.interval_s)
+        try:
+            while True:
+                try:
+                    await self.check_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("job watcher check failed")
+                self.passes += 1
+                await asyncio.sleep(self.interval_s)
+        finally:
+            for task in self._final_words:
+                task.cancel()
 
     async def check_once(self) -> None:
         """One pass over the jobs in flight (with none, it still reads the queue's depth)."""
@@ -105,9 +119,15 @@ class JobWatcher:
         except QueueUnavailable:
             return
         for job, position in moved:
-            await self.db.set_queue_position(job.job_id, position)
             if job.job_id not in started:
-                await self._edit_status(job, texts.queued(position, job.language))
+                if self._throttled(job.chat_id):
+                    continue  # not recorded: shown at a check after the chat's 429 has passed
+                shown = await self._edit_status(
+                    job, texts.queued(position, job.language), wait=False
+                )
+                if shown.edit is Edit.THROTTLED:
+                    continue  # not recorded: a later check tries again
+            await self.db.set_queue_position(job.job_id, position)
 
     async def _apply(self, job: JobRecord, state: JobState) -> None:
         extra = {"job_id": job.job_id, "user_id": job.user_id}
@@ -150,7 +170,7 @@ class JobWatcher:
             logger.info("job failed: %s", state.error, extra=extra)
             if state.user_message is None:
                 # The worker died or gave up without telling the user.
-                await self._edit_status(job, translate(JOB_CRASHED, job.language))
+                self._send_final_word(job, translate(JOB_CRASHED, job.language))
         else:
             checks, since = self._missing.get(job.job_id, (0, time.monotonic()))
             self._missing[job.job_id] = (checks + 1, since)
@@ -159,12 +179,28 @@ class JobWatcher:
                 await self.db.mark_failed(job.job_id, "lost: not in the queue any more")
                 self.metrics.job_finished("failed", LOST)
                 logger.warning("job lost", extra=extra)
-                await self._edit_status(job, translate(texts.JOB_LOST, job.language))
+                self._send_final_word(job, translate(texts.JOB_LOST, job.language))
 
-    async def _edit_status(self, job: JobRecord, text: str) -> None:
+    def _throttled(self, chat_id: int) -> bool:
+        """True while Telegram's flood control holds the chat (no use sending to it)."""
+        limiter = self.bot.rate_limiter
+        return isinstance(limiter, PerChatFloodControl) and limiter.throttled_for(chat_id) > 0
+
+    def _send_final_word(self, job: JobRecord, text: str) -> None:
+        """Edit the status to its last text in a task: a 429 in this chat delays no check."""
+        task = asyncio.create_task(self._edit_status(job, text), name="demix-final-status")
+        self._final_words.add(task)
+        task.add_done_callback(self._final_words.discard)
+
+    async def _edit_status(self, job: JobRecord, text: str, *, wait: bool = True) -> EditResult:
         if job.status_message_id is None:
-            return
-        await edit_message(
-            self.bot.edit_message_text(text, chat_id=job.chat_id, message_id=job.status_message_id),
+            return EditResult(Edit.FAILED)
+        return await edit_message(
+            self.bot.edit_message_text(
+                text,
+                chat_id=job.chat_id,
+                message_id=job.status_message_id,
+                rate_limit_args=None if wait else NO_WAIT,
+            ),
             {"job_id": job.job_id, "user_id": job.user_id},
         )

@@ -322,7 +322,9 @@ def _shown_position(api: FakeBotApi, user: int, moment: float) -> int | None:
 
 
 def _check_order(result: LoadResult) -> None:
-    by_enqueue = sorted(result.users, key=lambda run: run.enqueued_at)
+    # Enqueues within one millisecond share arq's score; Redis then orders them by id (the
+    # bot handles different users' presses concurrently, so such ties are common).
+    by_enqueue = sorted(result.users, key=lambda run: (run.enqueued_at, run.job_id))
     start_rank = {
         run.job_id: rank
         for rank, run in enumerate(sorted(result.users, key=lambda run: run.started_at))
