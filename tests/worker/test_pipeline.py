@@ -126,8 +126,11 @@ async def test_worker_shutdown_with_concurrent_jobs_leaves_them_queued_delivered
 
     def uploading_while_one_separates() -> bool:
         # Which long job reaches the device first varies; the other may wait or upload.
+        # The album has reached the Bot API and waits out its latency: under way, not merely
+        # about to be sent (a stop before the send starts rightly leaves it unsent).
         return (
             shows(short, texts.UPLOADING)
+            and fake_bot_api.arrived("sendMediaGroup") == 1
             and not fake_bot_api.calls("sendMediaGroup")
             and any(shows(job, "Separating") for job in longs)
         )

@@ -379,6 +379,11 @@ class FakeBotApi:
         """Every request so far (or those of one method), in the order they completed."""
         return self._server.calls(method)
 
+    def arrived(self, method: str) -> int:
+        """How many requests of ``method`` the server has received, answered or not: one
+        that has arrived but is not in :meth:`calls` is under way."""
+        return self._server.arrived(self._server.method_name(method))
+
     def chat_messages(
         self, chat_id: int, *, include_user: bool = False, include_deleted: bool = False
     ) -> list[ChatMessage]:

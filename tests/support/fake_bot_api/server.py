@@ -74,6 +74,9 @@ class HttpServer:
         # Telegram's method names are case-insensitive; calls are recorded by the real name.
         self._method_names = {name.lower(): name for name in [*handlers, "getUpdates"]}
         self._calls: list[ApiCall] = []
+        # Requests received per method, counted before any latency or fault: a call under
+        # way has arrived but is not in _calls yet.
+        self._arrived: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -92,6 +95,10 @@ class HttpServer:
     def calls(self, method: str | None) -> list[ApiCall]:
         with self._lock:
             return [c for c in self._calls if method is None or c.method == method]
+
+    def arrived(self, method: str) -> int:
+        with self._lock:
+            return self._arrived.get(method, 0)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -186,6 +193,8 @@ class HttpServer:
             self._record(method, {}, {}, 400, unreadable.description, None)
             return _error_response(unreadable)
         call = MethodCall(method, params, files)
+        with self._lock:
+            self._arrived[method] = self._arrived.get(method, 0) + 1
         if method not in self._handlers and method != "getUpdates":
             self._record(method, params, files, 404, "Not Found", None)
             return _error_response(ApiError(404, "Not Found"))
