@@ -34,7 +34,7 @@ import yaml
 from separation import strategies
 from separation.audio import SAMPLERATE, Audio, RawTrack
 from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
-from separation.config import STRATEGIES, Ensemble, SeparatorConfig, check_precision
+from separation.config import Ensemble, SeparatorConfig, check_precision
 from separation.cpu import has_native_bf16
 from separation.errors import ModelUnavailableError, SeparationCancelled
 from separation.mixing import assemble_tracks
@@ -284,15 +284,12 @@ class EnsembleSeparator:
 
     def _usable(self, ensemble: Ensemble) -> frozenset[tuple[str, str]]:
         """Every (model name, source) estimate some pick can use under any strategy with
-        ``ensemble``'s blend weights: an experiment's variants share the cache."""
+        ``ensemble``'s blend weights (:func:`separation.strategies.usable_estimates`)."""
         usable = self._usable_by_ensemble.get(ensemble)
         if usable is None:
             usable = frozenset(
                 (self._model_name(role), source)
-                for strategy in STRATEGIES
-                for role, source in strategies.usable_estimates(
-                    Ensemble(strategy, ensemble.blend_weights)
-                )
+                for role, source in strategies.usable_estimates(ensemble)
             )
             self._usable_by_ensemble[ensemble] = usable
         return usable

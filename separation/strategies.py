@@ -28,7 +28,6 @@ passes.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,7 +35,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from separation.config import Ensemble
+from separation.config import STRATEGIES, Ensemble
 from separation.tracks import SOURCES, sources_to_estimate
 
 ROLE_A = "A"
@@ -146,11 +145,18 @@ def plan(ensemble: Ensemble, stems: Iterable[str]) -> Plan:
 
 
 def usable_estimates(ensemble: Ensemble) -> frozenset[Estimate]:
-    """Every estimate some pick can use under ``ensemble`` (with ``always``: the union over
-    all picks, so a cache filled for one pick serves the others)."""
-    always = Ensemble(ensemble.strategy, ensemble.blend_weights, always=True)
-    picks: Iterable[Iterable[str]] = itertools.chain([[s] for s in SOURCES], [SOURCES])
-    return frozenset(e for pick in picks for e in plan(always, pick).estimates)
+    """Every estimate some pick can use under any strategy with ``ensemble``'s blend
+    weights, combining always: the estimates a cache keeps, so an entry filled for one pick
+    or one experiment variant serves the others."""
+    picks = [[s] for s in SOURCES] + [list(SOURCES)]
+    return frozenset(
+        estimate
+        for strategy in STRATEGIES
+        for pick in picks
+        for estimate in plan(
+            Ensemble(strategy, ensemble.blend_weights, always=True), pick
+        ).estimates
+    )
 
 
 def combine(

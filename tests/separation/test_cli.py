@@ -122,27 +122,20 @@ def test_console_script_success_and_failure(
     # Not a terminal: no progress bar in the captured stderr.
     assert "separating" not in ok.stderr
 
-    bad = subprocess.run(
-        [str(DEMIX), "separate", str(song), "--stems", "flute"],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert bad.returncode == 2
-    assert "flute" in bad.stderr
-    assert "Traceback" not in bad.stderr
-
-    wrong = subprocess.run(
-        [str(DEMIX), "separate", str(song), "--format", "aiff"],
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert wrong.returncode == 2
-    assert "invalid choice: 'aiff'" in wrong.stderr
-    assert "Traceback" not in wrong.stderr
+    for args, named in (
+        (["--stems", "flute"], "flute"),
+        (["--format", "aiff"], "invalid choice: 'aiff'"),
+    ):
+        bad = subprocess.run(
+            [str(DEMIX), "separate", str(song), *args],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert bad.returncode == 2, args
+        assert named in bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_progress_bar_on_a_terminal(cli_env: dict[str, str], song: Path, tmp_path: Path) -> None:
