@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # The worker's Bot API client: a read timeout leaves an upload unconfirmed, not resent.
     telegram_read_timeout_s: float = Field(60.0, gt=0)
     telegram_upload_timeout_s: float = Field(300.0, gt=0)
+    # A running job's claim: renewed every third of it while the worker lives; a worker
+    # that dies without a word loses it, and another worker takes the job up when it lapses.
+    job_lease_s: float = Field(30.0, ge=1.0, le=600.0)
+    # SIGTERM (a spot instance's notice): a job still sending its tracks gets this long to
+    # finish; every other job is given back at once for another worker to resume.
+    worker_stop_grace_s: float = Field(25.0, ge=0.0, le=600.0)
 
     # Metrics: a Prometheus endpoint in the bot and in each worker; port 0 turns it off
     # At most 65534: `demix up` gives its worker the next port.
