@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -106,6 +107,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65534)
     metrics_host: str = "127.0.0.1"
 
+    # The mixer (a Telegram Mini App served by `demix web`): unset URL, no Mix button
+    webapp_url: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=1, le=65535)
+    webapp_auth_max_age_s: int = Field(86_400, gt=0)
+    # The Bot API files the mixer fetched (DEMIX_CACHE_DIR/mixer), least recently used out
+    webapp_cache_mb: int = Field(2_000, gt=0)
+    # Mixes rendered at once by one `demix web` process (each one user's; more wait)
+    webapp_renders: int = Field(2, ge=1, le=64)
+
     # Logging: console lines on a terminal, JSON lines otherwise (auto), or either always
     log_level: str = "INFO"
     log_format: LogFormat = "auto"
@@ -140,6 +151,23 @@ class Settings(BaseSettings):
         if isinstance(value, int):
             return frozenset({value})
         return value
+
+    @field_validator("webapp_url")
+    @classmethod
+    def _check_webapp_url(cls, value: str | None) -> str | None:
+        """HTTPS, or plain HTTP on this machine only (tests, local runs); no trailing slash,
+        query or fragment. Empty: unset."""
+        if value is None or not value.strip():
+            return None
+        url = urlsplit(value.strip())
+        local = url.hostname in {"127.0.0.1", "localhost", "::1"}
+        if url.scheme != "https" and not (url.scheme == "http" and local):
+            raise ValueError(
+                "DEMIX_WEBAPP_URL must be https:// (http:// only for 127.0.0.1 or localhost)"
+            )
+        if not url.hostname or url.query or url.fragment or url.username or url.password:
+            raise ValueError("DEMIX_WEBAPP_URL is a plain base URL: https://host[:port][/path]")
+        return value.strip().rstrip("/")
 
     @field_validator("device")
     @classmethod
