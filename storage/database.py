@@ -429,6 +429,35 @@ class Database:
         )
         await self._db.commit()
 
+    # The mixer's records (common/mixes.py): stored as the worker wrote them
+
+    async def add_mix(
+        self,
+        mix_id: str,
+        *,
+        job_id: str,
+        user_id: int,
+        chat_id: int,
+        record: str,
+        created_at: float,
+    ) -> None:
+        """Store one mix record (JSON); a record already stored under ``mix_id`` is kept."""
+        await self._db.execute(
+            "INSERT OR IGNORE INTO mixes (mix_id, job_id, user_id, chat_id, record, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (mix_id, job_id, user_id, chat_id, record, created_at),
+        )
+        await self._db.commit()
+
+    async def get_mix(self, mix_id: str) -> str | None:
+        """The JSON record of ``mix_id``, or None."""
+        return await self._scalar_with("SELECT record FROM mixes WHERE mix_id = ?", (mix_id,))
+
+    async def _scalar_with(self, sql: str, params: tuple[Any, ...]) -> Any:
+        async with self._db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
     # User settings
 
     async def user_settings(self, user_id: int) -> UserSettings:

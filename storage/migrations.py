@@ -145,6 +145,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX feedback_comments_job ON feedback_comments (job_id);
     """,
+    # 6: the mixer's records, one per delivered set of tracks (common/mixes.py): the JSON
+    # record as the worker wrote it, and the columns it is found and owned by.
+    """
+    CREATE TABLE mixes (
+        mix_id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        user_id INTEGER NOT NULL,
+        chat_id INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX mixes_job ON mixes (job_id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

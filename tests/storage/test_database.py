@@ -457,3 +457,16 @@ async def test_a_job_records_its_format_and_old_jobs_read_as_mp3(tmp_path: Path)
             "sep:1:vocals",
             "sep:1:vocals:flac",
         ]
+
+
+async def test_a_mix_record_is_stored_once_and_read_back(db: Database) -> None:
+    assert await db.get_mix("M" * 22) is None
+    await db.add_mix(
+        "M" * 22, job_id="sep:1:vocals", user_id=7, chat_id=7, record='{"a": 1}', created_at=1.0
+    )
+    # A second store of the same mix (the watcher seeing the job again) keeps the first.
+    await db.add_mix(
+        "M" * 22, job_id="sep:1:vocals", user_id=7, chat_id=7, record='{"a": 2}', created_at=2.0
+    )
+    assert await db.get_mix("M" * 22) == '{"a": 1}'
+    assert await db.get_mix("N" * 22) is None
