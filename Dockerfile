@@ -11,7 +11,9 @@
 # `# syntax=` line and no other base image: the build needs no image but the Python one.
 #
 # The whole project is copied (`COPY . .`, trimmed by .dockerignore), so a new package is
-# never left out; pyproject.toml decides what gets installed.
+# never left out; pyproject.toml decides what gets installed. `pip install .` compiles the
+# translations (.po → .mo, setup.py) with Babel in its isolated build environment, so Babel
+# stays out of both images; each build stage checks that the catalogs are there.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -24,22 +26,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The translations compiled (.po → .mo) with Babel, which stays out of both images; the
-# build stages copy the .mo files in before `pip install .` packs them.
-FROM runtime AS catalogs
-WORKDIR /src
-COPY common/locale/ common/locale/
-RUN python -m pip install --target /tmp/babel "Babel>=2.14" \
-    && PYTHONPATH=/tmp/babel python -m babel.messages.frontend compile \
-        -d common/locale -D messages --statistics
-
 # --- bot ---------------------------------------------------------------------------------
 
 FROM runtime AS bot-build
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY . .
-COPY --from=catalogs /src/common/locale/ common/locale/
 # The base install only (no `worker` extra): no torch, demucs or numpy in this image.
 RUN pip install . \
     && cd / && python -c "import sys, demix.cli, bot.app, demix.stats, demix.health; \
@@ -83,7 +75,6 @@ COPY wheels/ /wheels/
 RUN pip install ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "${TORCH_SPEC}"
 WORKDIR /src
 COPY . .
-COPY --from=catalogs /src/common/locale/ common/locale/
 RUN pip install ".[worker]" \
     && cd / && python -c "import torch, demucs, worker.app; print('torch', torch.__version__); \
 from common.i18n import missing_catalogs; assert not missing_catalogs(), missing_catalogs()"

@@ -9,8 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 	i18n-compile i18n-init
 
 # Translations (see docs/operations.md, "Languages"): English msgids in the code, one
-# catalog per other language under common/locale; the compiled .mo files are built here
-# (and in the Docker build), not committed.
+# catalog per other language under common/locale; the compiled .mo files are not committed:
+# the package build compiles them (setup.py: every `pip install`, the editable one too),
+# and `make install` / `make i18n-compile` recompile them in place after a .po changes.
 LOCALE_DIR := common/locale
 PYBABEL := $(VENV)/bin/pybabel
 I18N_COMPILE := $(PYBABEL) compile -d $(LOCALE_DIR) -D messages

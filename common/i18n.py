@@ -3,7 +3,7 @@
 Every text the bot and the worker send is an English msgid in ``bot/texts.py``,
 ``worker/texts.py``, ``common/texts.py`` or ``common/rating.py``, translated through the
 gettext catalogs in ``common/locale/<lang>/LC_MESSAGES/messages.mo`` (compiled from the
-``.po`` files by ``make i18n-compile``, which ``make install`` and the Docker build run).
+``.po`` files by the package build, ``setup.py``, and by ``make i18n-compile``).
 English is the source language: it needs no catalog.
 
 A user's language is their choice in /settings, else their Telegram ``language_code``
