@@ -22,10 +22,9 @@ import numpy as np
 
 from separation.errors import InvalidAudioError, NoSoundError, SongTooLongError
 from separation.formats import (
+    CODEC_ARGS,
     DEFAULT_OUTPUT_FORMAT,
     FILE_FORMATS,
-    FLAC_BITS,
-    MP3_BITRATE,
     FileFormat,
 )
 from separation.naming import safe_tag, track_file_name, track_title
@@ -438,14 +437,8 @@ def encode_tracks(
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
-# The codec options of each format, after the input and before the tags.
-_CODEC_ARGS: dict[str, list[str]] = {
-    "mp3": ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-id3v2_version", "3", "-write_xing", "1"],
-    # FLAC has no 24-bit sample format in ffmpeg: 32-bit samples of which 24 bits are kept.
-    "flac": ["-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", str(FLAC_BITS)],
-    # The float32 samples as they are; RF64 only when the file outgrows RIFF's 4 GB.
-    "wav": ["-c:a", "pcm_f32le", "-rf64", "auto"],
-}
+# The codec options of each format (separation.formats, shared with the mixer's renders).
+_CODEC_ARGS = CODEC_ARGS
 
 
 def _encode_one(

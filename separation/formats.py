@@ -23,3 +23,14 @@ def output_format(name: str | None) -> OutputFormat:
         if name == known:
             return known
     return DEFAULT_OUTPUT_FORMAT
+
+
+# ffmpeg's codec options of each format, after the input and before the tags (the worker's
+# encoder in separation.audio and the mixer's renders use them).
+CODEC_ARGS: dict[str, list[str]] = {
+    "mp3": ["-c:a", "libmp3lame", "-b:a", MP3_BITRATE, "-id3v2_version", "3", "-write_xing", "1"],
+    # FLAC has no 24-bit sample format in ffmpeg: 32-bit samples of which 24 bits are kept.
+    "flac": ["-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", str(FLAC_BITS)],
+    # The float32 samples as they are; RF64 only when the file outgrows RIFF's 4 GB.
+    "wav": ["-c:a", "pcm_f32le", "-rf64", "auto"],
+}
