@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the service and its tests need: ffmpeg (decode/encode) and redis-server.
+# Debian packages the service and its tests need: ffmpeg (decode/encode), redis-server, and
+# chromium (the mixer page's browser tests drive it with Playwright; never a downloaded browser).
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"
