@@ -6,6 +6,7 @@ Layers (each may import only those listed; `demix/` holds the entry points):
     storage      SQLite                            -> (nothing of ours)
     common       what bot and worker both speak    -> separation
     bot          the Telegram front end            -> common, separation, storage
+    web          the mixer's web server            -> common, separation, storage
     worker       the arq separation worker         -> common, separation
     demix        entry points                      -> everything
 """
@@ -21,14 +22,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("separation", "storage", "common", "bot", "worker", "demix")
+PACKAGES = ("separation", "storage", "common", "bot", "web", "worker", "demix")
 ALLOWED: dict[str, set[str]] = {
     "separation": set(),
     "storage": set(),
     "common": {"separation"},
     "bot": {"common", "separation", "storage"},
+    "web": {"common", "separation", "storage"},
     "worker": {"common", "separation"},
-    "demix": {"separation", "storage", "common", "bot", "worker"},
+    "demix": {"separation", "storage", "common", "bot", "web", "worker"},
 }
 # What the bot process must never load: the bot image has no torch at all.
 HEAVY = ("torch", "torchaudio", "demucs", "numpy", "worker")
@@ -99,7 +101,8 @@ def _heavy_in(modules: set[str]) -> list[str]:
 
 def test_bot_process_imports_neither_the_worker_nor_torch() -> None:
     modules = _modules_after(
-        "import demix.cli, bot.app, demix.stats, demix.health, demix.up, common.logs, separation"
+        "import demix.cli, bot.app, demix.stats, demix.health, demix.up, common.logs, separation,"
+        " web.app"
     )
     assert _heavy_in(modules) == []
 
