@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from telegram.ext import ExtBot
@@ -32,6 +33,7 @@ from bot.flood_control import NO_WAIT, PerChatFloodControl
 from bot.metrics import LOST, BotMetrics
 from bot.queue import CRASH, JobState, QueueClient, QueueUnavailable
 from common.i18n import translate
+from common.mixes import MixRecord
 from common.telegram import Edit, EditResult, edit_message
 from common.texts import JOB_CRASHED
 from storage import Database, JobRecord
@@ -147,6 +149,8 @@ class JobWatcher:
                 started_at=state.started_at,
                 finished_at=state.finished_at,
             )
+            if state.outcome.mix is not None:
+                await self._store_mix(job, state.outcome.mix)
             self.metrics.job_finished(
                 "done", enqueued_at=state.enqueued_at, started_at=state.started_at
             )
@@ -180,6 +184,22 @@ class JobWatcher:
                 self.metrics.job_finished("failed", LOST)
                 logger.warning("job lost", extra=extra)
                 self._send_final_word(job, translate(texts.JOB_LOST, job.language))
+
+    async def _store_mix(self, job: JobRecord, data: Mapping[str, Any]) -> None:
+        """Keep the job's mixer record for good (the worker's Redis copy expires)."""
+        try:
+            record = MixRecord.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("malformed mix record: %r", exc, extra={"job_id": job.job_id})
+            return
+        await self.db.add_mix(
+            record.mix_id,
+            job_id=job.job_id,
+            user_id=record.user_id,
+            chat_id=record.chat_id,
+            record=record.to_json(),
+            created_at=record.created_at,
+        )
 
     def _throttled(self, chat_id: int) -> bool:
         """True while Telegram's flood control holds the chat (no use sending to it)."""

@@ -64,6 +64,13 @@ class SeparationJob:
     ensemble: Mapping[str, Any] | None = None
 
     @property
+    def private_chat(self) -> bool:
+        """Whether the chat is the user's private chat with the bot: Telegram gives a private
+        chat the user's own id (groups have negative ids), so no payload field is needed and
+        payloads of every age answer it."""
+        return self.chat_id == self.user_id
+
+    @property
     def job_id(self) -> str:
         """This job's deterministic arq job id."""
         return separation_job_id(self.request_id, self.stems, self.output_format)
@@ -89,17 +96,29 @@ class JobOutcome:
     tracks: tuple[str, ...]
     audio_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    # The mixer's record of the delivered tracks (common.mixes.MixRecord.to_dict()) when the
+    # job offered the Mix button; the bot stores it. Results of older workers lack it.
+    mix: Mapping[str, Any] | None = None
 
     def to_result(self) -> dict[str, Any]:
-        return {
+        result: dict[str, Any] = {
             "tracks": list(self.tracks),
             "audio_seconds": self.audio_seconds,
             "timings": dict(self.timings),
         }
+        if self.mix is not None:
+            result["mix"] = dict(self.mix)
+        return result
 
     @classmethod
     def from_result(cls, data: Mapping[str, Any]) -> JobOutcome:
-        return cls(tuple(data["tracks"]), float(data["audio_seconds"]), dict(data["timings"]))
+        mix = data.get("mix")
+        return cls(
+            tuple(data["tracks"]),
+            float(data["audio_seconds"]),
+            dict(data["timings"]),
+            mix if isinstance(mix, Mapping) else None,
+        )
 
 
 class FailureReason(StrEnum):

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from telegram import Bot, InputMediaAudio, ReplyParameters
+from telegram import Bot, InputMediaAudio, Message, ReplyParameters
 
 from common.jobs import SeparationJob, delivered_key
 from common.rating import rating_keyboard, rating_prompt
@@ -52,6 +52,9 @@ STARTED_AT = "started_at"
 AUDIO_SECONDS = "audio_seconds"
 RATING = "rating"
 DONE = "done"
+# The ledger field of a delivered track's Bot API file (JSON {"file_id", "file_size"}): the
+# mixer (web/) fetches the track through it. Written with the send's own entry, at once.
+FILE_PREFIX = "file:"
 # The ledger value of a send that went out but was never answered.
 UNCONFIRMED = "unconfirmed"
 # How long a send under way may go on once its job is cancelled, to get its answer and its
@@ -106,6 +109,13 @@ class DeliveryLedger:
         """Record ``field`` (overwriting) and keep the ledger alive."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key, field, value)
+            pipe.expire(self.key, self.ttl_s)
+            await pipe.execute()
+
+    async def record_many(self, fields: Mapping[str, str]) -> None:
+        """Record several fields at once (overwriting), and keep the ledger alive."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, mapping=dict(fields))
             pipe.expire(self.key, self.ttl_s)
             await pipe.execute()
 
@@ -175,23 +185,49 @@ async def _deliver_chunk(
     """Send one chunk and record it in the ledger; return how many messages were sent."""
     entry = _entry(chunk)
     try:
-        message_ids = await _send_chunk(bot, job, chunk, files)
+        messages = await _send_chunk(bot, job, chunk, files)
     except Exception as exc:
         if not is_unanswered(exc):
             raise
         logger.warning("no answer to the upload of %s: not sent again", entry, extra=extra)
         await ledger.record(entry, UNCONFIRMED)
         return 0
+    message_ids = [message.message_id for message in messages]
     # Right after Telegram's answer: the window described in the module docstring.
-    await ledger.record(entry, json.dumps(message_ids))
+    await ledger.record_many({entry: json.dumps(message_ids), **_file_entries(chunk, messages)})
     logger.info("delivered %s", entry, extra={**extra, "messages": len(message_ids)})
     return len(message_ids)
 
 
+def _file_entries(chunk: Sequence[str], messages: Sequence[Message]) -> dict[str, str]:
+    """The ledger's ``file:<track>`` entries of a sent chunk (an album's messages come back in
+    the order of its tracks)."""
+    entries = {}
+    for track, message in zip(chunk, messages, strict=False):
+        audio = message.audio or message.document
+        if audio is not None:
+            entries[FILE_PREFIX + track] = json.dumps(
+                {"file_id": audio.file_id, "file_size": audio.file_size}
+            )
+    return entries
+
+
+def delivered_files(sent: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Track -> ``{"file_id", "file_size"}`` of the tracks the ledger ``sent`` records."""
+    files = {}
+    for field, value in sent.items():
+        if field.startswith(FILE_PREFIX):
+            try:
+                files[field.removeprefix(FILE_PREFIX)] = dict(json.loads(value))
+            except (ValueError, TypeError):
+                continue
+    return files
+
+
 async def _send_chunk(
     bot: Bot, job: SeparationJob, chunk: Sequence[str], files: Mapping[str, Path]
-) -> list[int]:
-    """Send one album (2-10 tracks) or one lone track; return the new messages' ids."""
+) -> list[Message]:
+    """Send one album (2-10 tracks) or one lone track; return the new messages."""
     # Open file objects, not paths: with a local Bot API server PTB would otherwise send a
     # file:// URI that only works when the server shares this machine's disk.
     with ExitStack() as stack:
@@ -208,7 +244,7 @@ async def _send_chunk(
             sent_messages = await bot.send_media_group(
                 job.chat_id, media, reply_parameters=_reply_to(job)
             )
-            return [message.message_id for message in sent_messages]
+            return list(sent_messages)
         track = chunk[0]
         message = await bot.send_audio(
             job.chat_id,
@@ -218,7 +254,7 @@ async def _send_chunk(
             performer=safe_tag(job.artist),
             reply_parameters=_reply_to(job),
         )
-        return [message.message_id]
+        return [message]
 
 
 async def mark_delivered(redis: Redis, job_id: str, ttl_s: int) -> None:
@@ -242,21 +278,29 @@ async def send_rating(
     job: SeparationJob,
     sent: Mapping[str, str],
     log_extra: Mapping[str, Any] | None = None,
+    mix_url: str | None = None,
 ) -> bool:
-    """Send the 👍 / 👎 message unless the ledger has it; return whether it was sent now."""
+    """Send the 👍 / 👎 message unless the ledger has it (with the ``🎚 Mix`` button when
+    ``mix_url`` is given); return whether it was sent now."""
     if RATING in sent:
         return False
-    return await finish_on_cancel(_send_rating(bot, ledger, job, dict(log_extra or {})))
+    return await finish_on_cancel(_send_rating(bot, ledger, job, dict(log_extra or {}), mix_url))
 
 
 async def _send_rating(
-    bot: Bot, ledger: DeliveryLedger, job: SeparationJob, extra: Mapping[str, Any]
+    bot: Bot,
+    ledger: DeliveryLedger,
+    job: SeparationJob,
+    extra: Mapping[str, Any],
+    mix_url: str | None,
 ) -> bool:
     try:
         message = await bot.send_message(
             job.chat_id,
             rating_prompt(job.language),
-            reply_markup=rating_keyboard(job.request_id, job.stems, job.output_format),
+            reply_markup=rating_keyboard(
+                job.request_id, job.stems, job.output_format, mix_url=mix_url
+            ),
         )
     except Exception as exc:
         if not is_unanswered(exc):

@@ -70,6 +70,7 @@ from worker.delivery import (
 )
 from worker.formats import AS_MP3, encode_for_upload, sent_as_mp3
 from worker.metrics import CRASH, WorkerMetrics
+from worker.mixes import publish_mix
 from worker.policy import (
     is_storage_error,
     is_too_large,
@@ -214,11 +215,17 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     )
     done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
-    await send_rating(run.state.bot, ledger, job, sent, extra)
+    # The mixer's record is in Redis before its button is in the chat (issue 18).
+    mix = await publish_mix(
+        ledger.redis, run.state.settings, job, ledger.key, tracks, recorded, audio_seconds
+    )
+    mix_url = None if mix is None else mix[1]
+    await send_rating(run.state.bot, ledger, job, sent, extra, mix_url=mix_url)
     timings["total_s"] = round(time.monotonic() - started, 3)
     run.state.metrics.job_done(timings["total_s"])
     logger.info("job done", extra={**extra, **timings})
-    return JobOutcome(tracks, audio_seconds, timings).to_result()
+    mix_dict = None if mix is None else mix[0].to_dict()
+    return JobOutcome(tracks, audio_seconds, timings, mix=mix_dict).to_result()
 
 
 async def _produce_and_deliver(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import ForceReply, ReplyParameters, Update
+from telegram import ForceReply, Message, ReplyParameters, Update
 from telegram.ext import filters
 
 from bot import texts
@@ -16,7 +16,7 @@ from bot.handlers.context import (
     user_language,
 )
 from common.i18n import translate
-from common.rating import rating_keyboard
+from common.rating import mix_url_of, rating_keyboard
 from common.telegram import edit_message
 from separation.formats import output_format
 from storage import Vote
@@ -52,7 +52,14 @@ async def vote(update: Update, context: Context) -> None:
         )
     )
     keyboard = rating_keyboard(
-        request.id, job.stems, output_format(job.output_format), chosen=choice
+        request.id,
+        job.stems,
+        output_format(job.output_format),
+        chosen=choice,
+        # The Mix button stays (issue 18): the worker put it there, with its mix's URL.
+        mix_url=mix_url_of(
+            query.message.reply_markup if isinstance(query.message, Message) else None
+        ),
     )
     await edit_message(query.edit_message_reply_markup(keyboard), extra)
     if choice == "down" and previous != "down":

@@ -287,7 +287,9 @@ class Chats:
                 if not allow_missing:
                     raise ApiError(400, "Bad Request: message to be replied not found")
                 reply_to = None
-        markup = check_markup(call.params.get("reply_markup"))
+        markup = check_markup(
+            call.params.get("reply_markup"), private=self._chats[chat_id]["type"] == "private"
+        )
         message = self._new_message(chat_id, from_bot=True, sender_id=self.bot_user["id"])
         message.reply_to = int(reply_to) if reply_to is not None else None
         message.reply_markup = markup

@@ -125,8 +125,9 @@ def render(text: str, parse_mode: str | None) -> tuple[str, tuple[Any, ...]]:
     return _parse_html(text)
 
 
-def check_markup(markup: Any) -> dict[str, Any] | None:
-    """Validate an inline keyboard the way Telegram does (the limits bots trip over)."""
+def check_markup(markup: Any, *, private: bool = True) -> dict[str, Any] | None:
+    """Validate an inline keyboard the way Telegram does (the limits bots trip over); Web App
+    buttons only in a private chat (``private``), and only with an HTTPS URL."""
     if markup is None:
         return None
     if not isinstance(markup, dict):
@@ -149,6 +150,14 @@ def check_markup(markup: Any) -> dict[str, Any] | None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= CALLBACK_DATA_LIMIT:
                 raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+            web_app = button.get("web_app")
+            if web_app is not None:
+                url = web_app.get("url") if isinstance(web_app, dict) else None
+                if not private:
+                    raise ApiError(400, "Bad Request: BUTTON_TYPE_INVALID")
+                # Telegram wants https; tests point the button at 127.0.0.1 over http.
+                if not isinstance(url, str) or not url.startswith(("https://", "http://127.")):
+                    raise ApiError(400, "Bad Request: BUTTON_URL_INVALID")
             actions = set(button) - {"text", "style", "icon_custom_emoji_id"}
             if not actions:
                 raise ApiError(
