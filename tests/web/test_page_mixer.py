@@ -360,6 +360,13 @@ async def test_page_in_russian_with_a_dark_theme_and_a_track_telegram_withholds(
     )
     assert await page.evaluate("document.documentElement.scrollWidth") <= 360
     await page.screenshot(path=tmp_path / "mixer-360x740-dark-ru.png")
+
+    # The user switches Telegram to its light theme: the client sends theme_changed.
+    await page.evaluate(
+        "params => window.Telegram.WebView.receiveEvent('theme_changed', {theme_params: params})",
+        LIGHT,
+    )
+    assert await computed(page, "body", "background-color") == rgb(LIGHT["bg_color"])
     mixer.clean()
 
 

@@ -256,6 +256,42 @@
     }
   }
 
+  function onTelegramEvent(type, data) {
+    if (type === 'theme_changed' && data && data.theme_params) {
+      applyTheme(data.theme_params);
+      redrawAll();
+    }
+  }
+
+  function listenToTelegram() {
+    // Telegram's apps call window.Telegram.WebView.receiveEvent(type, data); Telegram Web
+    // posts {eventType, eventData} from the parent frame. Only the theme matters here.
+    if (webApp) {
+      if (webApp.onEvent) webApp.onEvent('themeChanged', () => onThemeChangedFromWebApp());
+      return;
+    }
+    window.Telegram = window.Telegram || {};
+    if (!window.Telegram.WebView) {
+      window.Telegram.WebView = { receiveEvent: onTelegramEvent };
+    }
+    window.addEventListener('message', (event) => {
+      if (event.source !== window.parent || window.parent === window) return;
+      try {
+        const message = JSON.parse(event.data);
+        if (message && typeof message.eventType === 'string') {
+          onTelegramEvent(message.eventType, message.eventData);
+        }
+      } catch (_err) {
+        // Not Telegram's.
+      }
+    });
+  }
+
+  function onThemeChangedFromWebApp() {
+    applyTheme(webApp.themeParams);
+    redrawAll();
+  }
+
   // ---- page state and texts ---------------------------------------------------------------
 
   const byId = (id) => document.getElementById(id);
@@ -642,7 +678,9 @@
   async function play() {
     if (!playable.length) return;
     ensureGraph();
-    if (audioContext && audioContext.state === 'suspended') audioContext.resume();
+    if (audioContext && audioContext.state === 'suspended') {
+      audioContext.resume().catch(() => showBanner(t('playFailed')));
+    }
     playing = true;
     updatePlayButton();
     let from = clock().currentTime;
@@ -882,6 +920,7 @@
   async function start() {
     setState('loading');
     applyTheme(readThemeParams());
+    listenToTelegram();
     telegramReady();
     wireControls();
     initData = readInitData();
