@@ -18,11 +18,8 @@ NOTHING_TO_MIX = N_("Every track is muted: there is nothing to mix.")
 AUTH_FAILED = N_("This mixer link is no longer valid: open the mixer again from the chat.")
 NOT_YOURS = N_("Only the person who sent the song can open its mixer.")
 MIX_NOT_FOUND = N_("There is no such mix.")
-BAD_REQUEST = N_("The request is not valid.")
 BODY_TOO_LARGE = N_("The request is too large.")
 INTERNAL_ERROR = N_("Something went wrong on our side. Please try again.")
-TRACK_NOT_READY = N_("A track of this mix is not available: %(track)s.")
-ACCEPTED = N_("The mix is being made: it arrives in the chat shortly.")
 
 
 def _db(value: float) -> str:

@@ -25,7 +25,7 @@ from tests.support.i18n import po_files, read_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 # What babel.cfg extracts from, with the same keywords as `make i18n-extract`.
-SOURCES = ("bot", "common", "worker")
+SOURCES = ("bot", "common", "web", "worker")
 KEYWORDS = {**DEFAULT_KEYWORDS, "N_": None}
 TRANSLATED = [lang for lang in LANGUAGES if lang != "en"]
 # %(name)s and its conversion; %% is a literal percent sign.
