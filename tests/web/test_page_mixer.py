@@ -266,6 +266,15 @@ async def test_page_mutes_solos_sets_levels_and_sends_the_mix(
     assert await level.input_value() == "-6"
     assert "6.0 dB" in await page.locator('[data-track="vocals"] .level-value').inner_text()
 
+    # What the preview plays: the gains through Web Audio gain nodes (+dB needs them).
+    await page.click("button[data-action=play]")
+    assert await page.get_attribute("body", "data-audio") == "webaudio"
+    gains = await page.eval_on_selector_all(
+        "[data-track]", "rows => rows.map(r => [r.dataset.track, Number(r.dataset.gain)])"
+    )
+    assert gains == [["drums", 0], ["bass", 1], ["vocals", 0.5012], ["rest", 0]]
+    await page.click("button[data-action=play]")
+
     # Tempo 80 %: every element plays at 0.8 with its pitch kept; back to 100 % to send.
     tempo = page.locator("input[type=range][data-action=tempo]")
     await tempo.fill("80")
@@ -398,6 +407,12 @@ async def test_page_refused(
     mixer = await open_mixer(context, server, record.mix_id, init_data=init_data)
     await wait_state(mixer.page, "error")
     assert banner in await mixer.page.locator("#banner").inner_text()
+    if how == "none":
+        # No Telegram theme: the page's own colours, light or dark as the system prefers.
+        await mixer.page.emulate_media(color_scheme="dark")
+        assert await computed(mixer.page, "body", "background-color") == rgb("#17212b")
+        await mixer.page.emulate_media(color_scheme="light")
+        assert await computed(mixer.page, "body", "background-color") == rgb("#ffffff")
     assert await mixer.page.locator("audio").count() == 0
     assert mixer.watch.foreign_requests(server) == []
     # The refused API call is the only error the browser logs (its 401/403 status).

@@ -431,9 +431,14 @@
   }
 
   function applyGains() {
+    // data-gain on each row (the linear gain heard now) and body[data-audio] (how levels are
+    // applied: 'webaudio' gain nodes, 'volume' without Web Audio, 'pending' before Play) say
+    // what the preview does, for tests and for debugging on a phone.
+    document.body.dataset.audio = audioContext ? 'webaudio' : graphFailed ? 'volume' : 'pending';
     for (const track of tracks) {
       const gain = track.audio ? gainOf(track) : 0;
       track.row.classList.toggle('silent', gain === 0);
+      track.row.dataset.gain = gain.toFixed(4);
       if (!track.audio) continue;
       if (track.gainNode) {
         track.audio.volume = 1;
