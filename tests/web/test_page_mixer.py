@@ -287,6 +287,7 @@ async def test_page_mutes_solos_sets_levels_and_sends_the_mix(
     before = len(fake_bot_api.audio_messages(OWNER))
     await page.click("button[data-action=send]")
     await wait_state(page, "sent")
+    assert "the mix will arrive in the chat" in await page.locator("#send-status").inner_text()
     posted = [json.loads(body or "{}") for url, body in mixer.watch.posted if "/render" in url]
     assert posted == [
         {

@@ -311,6 +311,7 @@
     play: byId('play'),
     playText: byId('play-text'),
     send: byId('send'),
+    sendStatus: byId('send-status'),
   };
 
   function setState(state) {
@@ -880,16 +881,26 @@
     return request;
   }
 
+  function showSendStatus(message, failed) {
+    // Beside the Send button, where the user is looking (the banner is at the top).
+    ui.sendStatus.textContent = message;
+    ui.sendStatus.classList.toggle('failed', Boolean(failed));
+    ui.sendStatus.hidden = !message;
+  }
+
   async function send() {
     ui.send.disabled = true;
     setStatus('sending');
+    showSendStatus(t('sending'));
     try {
       await api('POST', `/api/mixes/${encodeURIComponent(mixId)}/render`, renderRequest());
       hideBanner();
       setStatus('sent');
+      showSendStatus(t('sent'));
       setState('sent');
     } catch (err) {
       setStatus('');
+      showSendStatus(errorText(err), true);
       fail(errorText(err));
     } finally {
       ui.send.disabled = false;
