@@ -16,7 +16,7 @@ from common.mixes import MixRecord, redis_key
 from common.rating import RATING_PROMPT
 from common.settings import Settings
 from separation import EnsembleSeparator
-from tests.bot.conftest import current, press, running_bot
+from tests.bot.conftest import press, running_bot
 from tests.bot.test_end_to_end import JOB_TIMEOUT_S, pick_and_separate, wait_for_tracks
 from tests.support.fake_bot_api import TEST_TOKEN, ChatMessage, FakeBotApi
 from tests.support.telegram_webapp import sign_init_data, webapp_user
@@ -64,9 +64,16 @@ async def test_the_mix_is_stored_by_the_bot_survives_a_vote_and_a_redis_flush(
 
         # A vote redraws the keyboard: the Mix button stays, with its URL.
         await press(fake_bot_api, USER, rating, rating.button("👍").callback_data or "")
-        rating = await current(fake_bot_api, rating)
-        assert "✅" in rating.button("👍").text
-        assert mix_url(rating) == url
+        # (The answer to the press comes first, the redraw a moment later.)
+        voted = await async_wait_until(
+            lambda: (
+                (m := fake_bot_api.message(USER, rating.message_id))
+                and "✅" in m.button("👍").text
+                and m
+            ),
+            what="the redrawn rating keyboard",
+        )
+        assert mix_url(voted) == url
 
     # Redis loses the worker's copy: the web app finds the mix in SQLite.
     redis = Redis.from_url(settings.redis_url)
