@@ -34,8 +34,9 @@ WORKDIR /src
 COPY . .
 # The base install only (no `worker` extra): no torch, demucs or numpy in this image.
 RUN pip install . \
-    && cd / && python -c "import sys, demix.cli, bot.app, demix.stats, demix.health; \
+    && cd / && python -c "import sys, demix.cli, bot.app, demix.stats, demix.health, web.app; \
 assert 'torch' not in sys.modules, 'the bot imports torch'; \
+assert (web.app.STATIC_DIR / 'mixer.html').is_file(), 'no mixer page'; \
 from common.i18n import missing_catalogs; assert not missing_catalogs(), missing_catalogs()"
 
 FROM runtime AS bot
@@ -49,8 +50,10 @@ VOLUME ["/data"]
 # getMe with the configured token and Bot API: the token is valid and Telegram reachable.
 HEALTHCHECK --interval=60s --timeout=20s --start-period=30s --retries=3 \
     CMD ["python", "-m", "demix.health", "bot"]
-# PTB stops polling cleanly on SIGTERM.
+# PTB stops polling cleanly on SIGTERM. The same image runs the mixer's web server
+# (`demix web`, port 8080; docker-compose.yml's `web` service, with its own health check).
 STOPSIGNAL SIGTERM
+EXPOSE 8080
 CMD ["demix", "bot"]
 
 # --- worker ------------------------------------------------------------------------------

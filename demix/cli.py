@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("bot", help="run the Telegram bot (long polling)")
     sub.add_parser("worker", help="run an arq separation worker")
     sub.add_parser("up", help="run the whole service on this machine (Redis, worker, bot)")
+    sub.add_parser("web", help="run the mixer's web server (the Mini App's page and API)")
 
     separate = sub.add_parser("separate", help="separate local audio files into stems")
     separate.add_argument(
@@ -87,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.app import run_worker
 
         return run_worker(settings)
+    if args.command == "web":
+        from web.app import main as run_web
+
+        return run_web(settings)
     if args.command == "up":
         from demix.up import run_up
 

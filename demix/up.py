@@ -1,4 +1,5 @@
-"""`demix up`: the whole service on one machine (Redis, one worker, the bot).
+"""`demix up`: the whole service on one machine (Redis, one worker, the bot, and the mixer's
+web server when ``DEMIX_WEBAPP_URL`` is set: without it no Mix button leads there).
 
 Redis at ``REDIS_URL`` is used when it answers; otherwise a ``redis-server`` child is
 started on a free loopback port with append-only persistence under ``DEMIX_DATA_DIR``.
@@ -44,7 +45,7 @@ from common.settings import Settings
 logger = logging.getLogger(__name__)
 
 # Seconds each child gets between SIGTERM and SIGKILL, in stop order.
-GRACE_S = {"worker": 30.0, "bot": 15.0, "redis": 10.0}
+GRACE_S = {"worker": 30.0, "bot": 15.0, "web": 10.0, "redis": 10.0}
 REDIS_START_TIMEOUT_S = 15.0
 _POLL_S = 0.1
 # Restart pauses: from the first, doubling per crash that comes soon after a (re)start.
@@ -77,6 +78,15 @@ def worker_environment(env: Mapping[str, str], metrics_port: int) -> dict[str, s
     if metrics_port == 0:
         return dict(env)
     return {**env, "DEMIX_METRICS_PORT": str(metrics_port + 1)}
+
+
+def web_environment(env: Mapping[str, str], metrics_port: int) -> dict[str, str]:
+    """The web server's environment: the bot's, with the metrics port two after the bot's
+    (the worker has the one after it); metrics off when that is past the last port."""
+    if metrics_port == 0:
+        return dict(env)
+    port = metrics_port + 2
+    return {**env, "DEMIX_METRICS_PORT": str(port if port <= 65535 else 0)}
 
 
 # --- Redis -------------------------------------------------------------------------------
@@ -344,13 +354,18 @@ def _run(settings: Settings, supervisor: Supervisor, stop: _StopRequest) -> int:
         "worker", [*python, "worker"], worker_environment(env, settings.metrics_port)
     )
     bot = supervisor.start("bot", [*python, "bot"], env)
-    logger.info(
-        "service up; Ctrl-C stops it",
-        extra={"redis_url": safe_url(redis_url), "worker_pid": worker.pid, "bot_pid": bot.pid},
-    )
+    extra: dict[str, Any] = {
+        "redis_url": safe_url(redis_url),
+        "worker_pid": worker.pid,
+        "bot_pid": bot.pid,
+    }
+    if settings.webapp_url is not None:
+        web = supervisor.start("web", [*python, "web"], web_environment(env, settings.metrics_port))
+        extra["web_pid"] = web.pid
+    logger.info("service up; Ctrl-C stops it", extra=extra)
 
     crashed = _keep_running(supervisor, stop)
-    order = {"worker": 0, "bot": 1, "redis": 2}
+    order = {"worker": 0, "bot": 1, "web": 2, "redis": 3}
     children = sorted(supervisor.children, key=lambda c: order.get(c.name, 0))
     if crashed is None:
         names = ", ".join(c.name for c in children)

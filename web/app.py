@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,10 +37,13 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 from telegram import Bot
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 
+from common.exits import EXIT_CONFIG
 from common.i18n import language_for, translate
+from common.logs import configure_logging
 from common.metrics import serve_metrics
 from common.mixes import TRACK_NAME_PATTERN, MixRecord, is_mix_id
 from common.settings import Settings
@@ -503,7 +507,14 @@ async def open_services(settings: Settings, metrics: WebMetrics | None = None) -
     """Bot API client, SQLite, Redis and the track cache of one web process."""
     token = settings.require_token()
     bot = make_bot(settings)
-    await bot.initialize()
+    try:
+        await bot.initialize()
+    except InvalidToken:
+        raise
+    except NetworkError as exc:
+        # Telegram unreachable for now: the page and the API still serve; track fetches and
+        # sends try the Bot API again when they are made.
+        logger.warning("Bot API unreachable at start: %s", exc)
     db = await _open_database(settings.db_path)
     redis = Redis.from_url(settings.redis_url)
     root = settings.cache_dir / "mixer"
@@ -560,3 +571,33 @@ async def run_web(settings: Settings) -> None:
     finally:
         if metrics_server is not None:
             metrics_server.close()
+
+
+def main(settings: Settings) -> int:
+    """``demix web`` until SIGINT/SIGTERM; exit 78 (EXIT_CONFIG) for a rejected token."""
+    configure_logging(settings.log_level, "web", settings.log_format)
+    settings.require_token()
+
+    async def serve_until_stopped() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_web(settings)
+
+    try:
+        asyncio.run(serve_until_stopped())
+    except InvalidToken:
+        # PTB's message quotes the token; say it without.
+        logger.error("TELEGRAM_BOT_TOKEN was rejected by the Bot API")
+        return EXIT_CONFIG
+    except OSError as exc:
+        logger.error("the web server could not start: %s", exc)
+        return 1
+    except Exception:
+        logger.exception("web server crashed")
+        return 1
+    logger.info("web server stopped")
+    return 0

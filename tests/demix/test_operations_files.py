@@ -46,6 +46,13 @@ def test_compose_file_wires_redis_volumes_and_gpu() -> None:
     for name in ("bot", "worker"):
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["build"]["target"] == name
+    # The mixer: the bot's image running `demix web` on the bot's database volume.
+    web = services["web"]
+    assert (web["build"]["target"], web["command"]) == ("bot", ["demix", "web"])
+    assert web["healthcheck"]["test"] == ["CMD", "python", "-m", "demix.health", "web"]
+    assert "db:/data" in web["volumes"] and web["environment"]["DEMIX_DB_PATH"] == (
+        services["bot"]["environment"]["DEMIX_DB_PATH"]
+    )
 
 
 def test_dockerfile_targets_run_as_non_root_with_healthchecks() -> None:

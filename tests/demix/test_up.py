@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
-from demix.up import child_environment, safe_url, worker_environment
+from demix.up import child_environment, safe_url, web_environment, worker_environment
 from tests.support.fake_bot_api import ChatMessage, FakeBotApi
 from tests.support.processes import child_env, demix_process, run_demix
 from tests.support.redis_server import RedisServer, free_port
@@ -129,6 +129,8 @@ class Up:
                 roles["worker"] = pid
             elif cmdline.endswith("demix bot"):
                 roles["bot"] = pid
+            elif cmdline.endswith("demix web"):
+                roles["web"] = pid
             else:
                 roles[cmdline] = pid
         return roles
@@ -421,3 +423,35 @@ def test_the_worker_serves_metrics_on_the_port_after_the_bots() -> None:
 def test_safe_url_hides_the_password() -> None:
     assert safe_url("redis://:s3cret@redis.internal:6380/1") == "redis://:***@redis.internal:6380/1"
     assert safe_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_the_web_server_serves_metrics_two_ports_after_the_bots() -> None:
+    env = {"REDIS_URL": "redis://x", "DEMIX_METRICS_PORT": "9100"}
+    assert web_environment(env, 9100) == {**env, "DEMIX_METRICS_PORT": "9102"}
+    assert web_environment(env, 65534)["DEMIX_METRICS_PORT"] == "0"
+    off = {"REDIS_URL": "redis://x"}
+    assert web_environment(off, 0) == off
+
+
+@pytest.mark.slow
+def test_up_starts_the_mixers_web_server_when_its_url_is_set(
+    start_up: Callable[..., Up], redis_url: str
+) -> None:
+    port = free_port()
+    up = start_up(
+        REDIS_URL=redis_url, DEMIX_WEBAPP_URL="https://mix.example.org", DEMIX_WEB_PORT=str(port)
+    )
+    up.wait_log("service up")
+    children = up.children()
+    assert set(children) == {"worker", "bot", "web"}, children
+    wait_until(
+        lambda: _health("web", DEMIX_WEB_PORT=str(port)).returncode == 0,
+        timeout=60,
+        what="the web server's health check",
+    )
+    # Stopped once the worker is up too (a worker stopped while it starts exits by signal).
+    wait_until(lambda: _health("worker", REDIS_URL=redis_url).returncode == 0, timeout=60)
+    assert up.stop(signal.SIGTERM) == 0
+    assert '"web server stopped"' in up.log
+    for role, pid in children.items():
+        assert not _alive(pid), f"{role} (pid {pid}) outlived demix up"
