@@ -119,12 +119,11 @@ async def state(page: Page) -> str:
 
 
 async def wait_state(page: Page, wanted: str, timeout: float = 15.0) -> None:
-    """Wait until ``body[data-state]`` is ``wanted``; fail early, with the banner's text, on
-    another settled state."""
-    settled = ("ready", "sent", "error")
+    """Wait until ``body[data-state]`` is ``wanted``; fail early, with the banner's text, when
+    it becomes ``error`` instead (the one state a page does not leave by itself)."""
     await poll(
         lambda: state(page),
-        lambda now: now == wanted or (now in settled and now != wanted),
+        lambda now: now in (wanted, "error"),
         timeout=timeout,
         what=f"page state {wanted!r}",
     )
