@@ -487,6 +487,7 @@
       db: 0,
       muted: false,
       solo: false,
+      meta: false,
       ready: false,
       lastFix: 0,
       drawnAt: -1,
@@ -515,7 +516,11 @@
       audio.addEventListener('canplay', () => trackCanPlay(track));
       audio.addEventListener('error', () => trackFailed(track));
       audio.addEventListener('waiting', () => trackWaiting());
-      audio.addEventListener('loadedmetadata', () => learnDuration(audio.duration));
+      audio.addEventListener('loadedmetadata', () => {
+        learnDuration(audio.duration);
+        track.meta = true;
+        maybeEnableControls();
+      });
       audio.src = info.url;
       row.appendChild(audio);
       track.audio = audio;
@@ -582,13 +587,24 @@
 
   let slowTimer = 0;
 
-  function maybeReady() {
-    if (document.body.dataset.state !== 'loading') return;
-    if (!playable.length || !playable.every((track) => track.ready)) return;
+  function enableControls() {
     window.clearTimeout(slowTimer);
     ui.play.disabled = false;
     ui.seek.disabled = false;
     ui.send.disabled = false;
+  }
+
+  function maybeEnableControls() {
+    // Every track's length is known: the controls work. Browsers that load media only after
+    // a gesture (iOS) never reach 'canplay' before Play is pressed, so Play must not wait
+    // for 'ready'; seeking and sending need no buffered audio either.
+    if (playable.length && playable.every((track) => track.meta || track.ready)) enableControls();
+  }
+
+  function maybeReady() {
+    if (document.body.dataset.state !== 'loading') return;
+    if (!playable.length || !playable.every((track) => track.ready)) return;
+    enableControls();
     setStatus('ready');
     hideBanner();
     setState('ready');
@@ -694,9 +710,14 @@
     if (aligned(from)) {
       // The usual case (every seek and pause leaves them aligned): start within the gesture.
       await startAll();
-    } else {
-      await seekTo(from);
+      return;
     }
+    if (playable.some((track) => track.audio.readyState < HTMLMediaElement.HAVE_FUTURE_DATA)) {
+      // A browser that loads media only on a gesture (iOS) needs play() inside this one;
+      // seekTo pauses them again at once and starts them together when all have data.
+      for (const track of playable) track.audio.play().catch(() => undefined);
+    }
+    await seekTo(from);
   }
 
   function pauseAll() {
@@ -976,7 +997,7 @@
       return;
     }
     slowTimer = window.setTimeout(() => {
-      if (document.body.dataset.state === 'loading') showBanner(t('slow'));
+      if (ui.play.disabled && document.body.dataset.state === 'loading') showBanner(t('slow'));
     }, SLOW_LOAD_MS);
     for (const track of playable) {
       if (track.audio.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA) trackCanPlay(track);
