@@ -25,7 +25,6 @@ import contextlib
 import json
 import logging
 import re
-import shutil
 import signal
 import tempfile
 import time
@@ -449,7 +448,6 @@ async def _render_and_send_now(
                 performer=safe_tag(record.artist),
                 caption=caption,
             )
-    shutil.rmtree(Path(tmp), ignore_errors=True)
 
 
 # The application

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from array import array
 from collections.abc import Iterator
@@ -197,6 +198,6 @@ async def decode_mono(path: Path, rate: int) -> array[int]:
         raise RuntimeError(f"ffmpeg could not decode {path.name}: {err.decode()[-300:]}")
     samples = array("h")
     samples.frombytes(out[: len(out) - len(out) % 2])
-    if samples.itemsize != 2:
-        raise RuntimeError("16-bit samples expected")
+    if sys.byteorder == "big":
+        samples.byteswap()  # ffmpeg wrote little-endian (s16le)
     return samples
