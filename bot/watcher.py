@@ -141,6 +141,9 @@ class JobWatcher:
                 logger.info("job running", extra=extra)
         elif state.state == "done":
             assert state.outcome is not None
+            if state.outcome.mix is not None:
+                # Before the job is marked done: a failure here is retried at the next check.
+                await self._store_mix(job, state.outcome.mix)
             await self.db.mark_done(
                 job.job_id,
                 tracks=state.outcome.tracks,
@@ -149,8 +152,6 @@ class JobWatcher:
                 started_at=state.started_at,
                 finished_at=state.finished_at,
             )
-            if state.outcome.mix is not None:
-                await self._store_mix(job, state.outcome.mix)
             self.metrics.job_finished(
                 "done", enqueued_at=state.enqueued_at, started_at=state.started_at
             )
