@@ -309,9 +309,12 @@ async def track_audio(request: web.Request) -> web.StreamResponse:
 async def _read_json(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, texts.BODY_TOO_LARGE)
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, texts.BODY_TOO_LARGE)
+    # read(n) gives what has arrived (up to n): a body in several packets is read whole.
+    body = bytearray()
+    while chunk := await request.content.read(MAX_BODY_BYTES + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, texts.BODY_TOO_LARGE)
     if not body.strip():
         return {}
 
@@ -319,7 +322,7 @@ async def _read_json(request: web.Request) -> Any:
         raise ValueError(f"{name} is not a number JSON allows")
 
     try:
-        return json.loads(body, parse_constant=refuse_constant)
+        return json.loads(bytes(body), parse_constant=refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "the body is not valid JSON") from exc
 

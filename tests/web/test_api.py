@@ -199,6 +199,23 @@ async def test_bodies_that_are_not_json_or_too_large_get_json_errors(
     assert fake_bot_api.calls("sendAudio")[len(mix.tracks) :] == []
 
 
+async def test_a_body_in_several_packets_is_read_whole(
+    base_url: str, mix: MixRecord, http: aiohttp.ClientSession
+) -> None:
+    body = b'{"levels_db": {"vocals": 3.0}, "muted": ["drums"], "tempo": 1.75}'
+
+    async def slowly():  # type: ignore[no-untyped-def]
+        for start in range(0, len(body), 16):
+            yield body[start : start + 16]
+            await asyncio.sleep(0.02)  # paced like a slow network: each piece on its own
+
+    url = f"{base_url}/api/mixes/{mix.mix_id}/render"
+    async with http.post(url, headers=tma(), data=slowly()) as response:
+        assert response.status == 400
+        # The whole object was read: the tempo (last) is what is refused, not the JSON.
+        assert "tempo" in (await response.json())["error"]
+
+
 async def test_ids_and_paths_are_checked_and_errors_are_json(
     base_url: str, mix: MixRecord, http: aiohttp.ClientSession, settings: Settings
 ) -> None:
