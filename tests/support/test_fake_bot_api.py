@@ -579,3 +579,23 @@ async def test_user_audio_reports_duration_and_tags_like_a_client(
         ("x.mp3", None, None),
     ]
     assert [m.file.duration for m in (tagged, renamed, not_audio) if m.file] == [3, 100, 0]
+
+
+async def test_web_app_buttons_only_in_private_chats_and_over_https(
+    fake_bot_api: FakeBotApi,
+) -> None:
+    from telegram import InlineKeyboardButton, InlineKeyboardMarkup, WebAppInfo
+    from telegram.error import BadRequest
+
+    def markup(url: str) -> InlineKeyboardMarkup:
+        return InlineKeyboardMarkup([[InlineKeyboardButton("🎚 Mix", web_app=WebAppInfo(url))]])
+
+    fake_bot_api.send_text(7, "hi")
+    fake_bot_api.send_text(7, "hi", chat_id=-1007, chat_type="supergroup")
+    async with fake_bot_api.bot() as bot:
+        sent = await bot.send_message(7, "mix", reply_markup=markup("https://mix.example.org/m"))
+        assert sent.reply_markup is not None
+        with pytest.raises(BadRequest, match="(?i)button_type_invalid"):
+            await bot.send_message(-1007, "mix", reply_markup=markup("https://mix.example.org/m"))
+        with pytest.raises(BadRequest, match="(?i)button_url_invalid"):
+            await bot.send_message(7, "mix", reply_markup=markup("http://mix.example.org/m"))
