@@ -52,7 +52,7 @@ from storage import Database
 from web import texts
 from web.auth import AuthError, WebAppUser, track_token, track_token_valid, validate_init_data
 from web.metrics import BUSY, FAILED, SENT, WebMetrics
-from web.render import BadParams, render_mix
+from web.render import BadParams, MixParams, render_mix
 from web.render import parse_params as parse_render_params
 from web.store import MixStore
 from web.tracks import TrackCache, TrackUnavailable, content_type
@@ -369,7 +369,7 @@ async def _render_and_send(
     services: WebServices,
     record: MixRecord,
     user_id: int,
-    params: Any,
+    params: MixParams,
     gains: dict[str, float],
 ) -> None:
     """Make the mix and send it to the chat; a failure is told in the chat and counted."""
@@ -405,7 +405,7 @@ async def _render_and_send(
 async def _render_and_send_now(
     services: WebServices,
     record: MixRecord,
-    params: Any,
+    params: MixParams,
     gains: dict[str, float],
     extra: dict[str, Any],
 ) -> None:

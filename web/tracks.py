@@ -99,10 +99,6 @@ class TrackCache:
     def path(self, file_id: str) -> Path:
         return self.root / hashlib.sha256(file_id.encode()).hexdigest()[:40]
 
-    def cached(self, file_id: str) -> Path | None:
-        path = self.path(file_id)
-        return path if path.is_file() else None
-
     async def fetch(self, file_id: str) -> Path:
         """The track's file, fetched through the Bot API unless it is on disk.
 
