@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,13 +33,14 @@ from telegram import Bot
 from telegram.error import InvalidToken, NetworkError
 from telegram.request import HTTPXRequest
 
-from common.exits import EXIT_CONFIG
+from common.exits import EXIT_CONFIG, EXIT_DEVICE_STUCK
 from common.jobs import SEPARATE_JOB
 from common.logs import configure_logging
 from common.metrics import MetricsServer, serve_metrics
 from common.settings import Settings
 from separation import EnsembleSeparator, ModelUnavailableError
-from worker.job import STATE_KEY, WorkerState, separate_job
+from worker.job import DEVICE_STUCK_KEY, LEASES_KEY, STATE_KEY, WorkerState, separate_job
+from worker.lease import LeaseKeeper, LeaseLost
 from worker.metrics import WorkerMetrics
 from worker.policy import arq_job_timeout_s
 from worker.progress import EditThrottle
@@ -92,7 +96,15 @@ class DemixWorker(Worker):
     wins the claim; the next poll tries again.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        lease_s: float | None = None,
+        lease_redis_url: str | None = None,
+        stop_grace_s: float = 0.0,
+        metrics: WorkerMetrics | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if self.on_job_start is not None or self.after_job_end is not None:
             raise TypeError("DemixWorker uses on_job_start and after_job_end itself")
@@ -101,15 +113,52 @@ class DemixWorker(Worker):
         self._reached_function: set[str] = set()
         self.on_job_start = self._job_reaches_function
         self.after_job_end = self._job_ended
+        self.stop_grace_s = stop_grace_s
+        # Non-zero once the worker must be replaced (a separation that cannot be stopped).
+        self.exit_code = 0
+        self.metrics = metrics
+        self.leases: LeaseKeeper | None = None
+        if lease_s is not None:
+            if lease_redis_url is None:
+                raise TypeError("a lease needs lease_redis_url")
+            # arq's claim is the lease, kept alive by renewals (worker.lease).
+            self.in_progress_timeout_s = lease_s
+            self.leases = LeaseKeeper(
+                Redis.from_url(
+                    lease_redis_url,
+                    socket_timeout=lease_s / 6,
+                    socket_connect_timeout=lease_s / 6,
+                ),
+                lease_s,
+                on_renewed=None if metrics is None else metrics.lease_renewed,
+                on_lost=None if metrics is None else metrics.lease_lost,
+            )
+            self.ctx[LEASES_KEY] = self.leases
+        self.ctx[DEVICE_STUCK_KEY] = self.device_stuck
+        self._lease_task: asyncio.Task[None] | None = None
 
     async def _job_reaches_function(self, ctx: dict[str, Any]) -> None:
         self._reached_function.add(ctx["job_id"])
 
     async def _job_ended(self, ctx: dict[str, Any]) -> None:
         self._reached_function.discard(ctx["job_id"])
+        if self.leases is not None:
+            self.leases.release(ctx["job_id"])
+
+    async def main(self) -> None:
+        if self.leases is not None and self._lease_task is None:
+            self._lease_task = asyncio.create_task(self.leases.run(), name="demix-leases")
+        try:
+            await super().main()
+        finally:
+            if self._lease_task is not None:
+                self._lease_task.cancel()
+                await asyncio.gather(self._lease_task, return_exceptions=True)
+                self._lease_task = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
+            before = self.tasks.get(job_id.decode())
             try:
                 await super().start_jobs([job_id])
             except WatchError:
@@ -117,6 +166,102 @@ class DemixWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
                 logger.warning("Redis went away while a job was claimed; it is claimed again")
+                continue
+            claimed = self.tasks.get(job_id.decode())
+            if self.leases is not None and claimed is not None and claimed is not before:
+                name = job_id.decode()
+                await self.leases.take(name, functools.partial(self._stop_job, name))
+
+    def _stop_job(self, job_id: str, why: LeaseLost) -> None:
+        """The job's lease is lost: stop its work now (its function, or arq's run of it)."""
+        task = self.job_tasks.get(job_id) or self.tasks.get(job_id)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        lost = None if self.leases is None else self.leases.release(job_id)
+        if lost is not None:
+            # The claim is not ours any more (another worker's, or gone with Redis's data):
+            # arq's bookkeeping for a cancelled job would delete it, or a result would
+            # finish a job that another worker is serving.
+            logger.warning("job %s stopped after its lease was lost (%s)", job_id, lost.value)
+            return
+        await super().finish_job(
+            job_id,
+            finish,
+            result_data,
+            result_timeout_s,
+            keep_result_forever,
+            incr_score,
+            keep_in_progress,
+        )
+
+    def handle_sig(self, signum: signal.Signals) -> None:
+        """SIGTERM with a grace (a spot instance's notice): jobs sending their tracks get
+        up to ``stop_grace_s`` to finish; every other job is given back at once, so another
+        worker resumes it now rather than after the grace."""
+        if signum != signal.SIGTERM or self.stop_grace_s <= 0 or not self.tasks:
+            super().handle_sig(signum)
+            return
+        self.allow_pick_jobs = False
+        state: WorkerState | None = self.ctx.get(STATE_KEY)
+        sending = set() if state is None else state.sending
+        finishing = []
+        for job_id, task in self.tasks.items():
+            if task.done():
+                continue
+            if job_id in sending:
+                finishing.append(task)
+            else:
+                self._give_back(job_id, task)
+        logger.info(
+            "stopping: %d job(s) given back, %d finishing their sends (at most %.0fs)",
+            len(self.tasks) - len(finishing),
+            len(finishing),
+            self.stop_grace_s,
+            extra={"signal": signal.Signals(signum).name},
+        )
+        self.loop.create_task(self._stop_after(finishing, signum))
+
+    def _give_back(self, job_id: str, task: asyncio.Task[Any]) -> None:
+        job_task = self.job_tasks.get(job_id)
+        (job_task or task).cancel()
+
+    async def _stop_after(self, finishing: list[asyncio.Task[Any]], signum: signal.Signals) -> None:
+        if finishing:
+            await asyncio.wait(finishing, timeout=self.stop_grace_s)
+        super().handle_sig(signum)
+
+    def device_stuck(self) -> None:
+        """A separation that cannot be stopped holds the device: take no more jobs, give
+        back the others, and stop with a non-zero exit so the supervisor replaces this
+        process (the stuck job is handed back by the job itself)."""
+        if self.exit_code:
+            return
+        logger.error("the separation device is stuck: this worker stops and must be replaced")
+        self.exit_code = EXIT_DEVICE_STUCK
+        self.allow_pick_jobs = False
+        # This worker's other jobs would wait for, or run on, the stuck device: given back.
+        current = asyncio.current_task()
+        for job_task in self.job_tasks.values():
+            if job_task is not current and not job_task.done():
+                job_task.cancel()
+        self.loop.create_task(self._stop_when_idle())
+
+    async def _stop_when_idle(self) -> None:
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running:
+            await asyncio.wait(running)
+        super().handle_sig(signal.SIGTERM)
 
     async def close(self) -> None:
         """arq's close, which also survives a job cancelled before arq's own handling began.
@@ -235,13 +380,19 @@ def worker_settings(
     handle_signals: bool = True,
     poll_delay_s: float = 0.5,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``arq.worker.Worker``: the separation function and its policy.
+    """Keyword arguments for :class:`DemixWorker`: the separation function and its policy.
 
     ``separator`` lets a caller that runs workers in-process (tests) share already-loaded
     models; without it the worker builds one from the settings at startup.
     """
     timeout_s = arq_job_timeout_s(settings)
+    metrics = WorkerMetrics()
     return {
+        # The claim is a lease renewed while the job runs (worker.lease), not the timeout.
+        "lease_s": settings.job_lease_s,
+        "lease_redis_url": settings.redis_url,
+        "stop_grace_s": settings.worker_stop_grace_s,
+        "metrics": metrics,
         "functions": [
             func(
                 separate_job,
@@ -252,7 +403,7 @@ def worker_settings(
             )
         ],
         "redis_settings": worker_redis_settings(settings.redis_url),
-        "on_startup": _startup(settings, separator, WorkerMetrics()),
+        "on_startup": _startup(settings, separator, metrics),
         "on_shutdown": _shutdown,
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": timeout_s,
@@ -273,7 +424,8 @@ def run_worker(settings: Settings) -> int:
     configure_logging(settings.log_level, "worker", settings.log_format)
     settings.require_token()
     try:
-        DemixWorker(**worker_settings(settings)).run()
+        worker = DemixWorker(**worker_settings(settings))
+        worker.run()
     except SystemExit as exc:
         # A rejected token or missing models: starting again cannot help.
         logger.error("worker stopped: %s", exc)
@@ -282,4 +434,9 @@ def run_worker(settings: Settings) -> int:
         # Logged (and so redacted) instead of a raw traceback that could quote a Bot API URL.
         logger.exception("worker crashed")
         return 1
+    if worker.exit_code:
+        # A separation thread that cannot be stopped would keep the interpreter from
+        # exiting (it joins its threads): leave at once, for the supervisor to replace us.
+        logging.shutdown()
+        os._exit(worker.exit_code)
     return 0

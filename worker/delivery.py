@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -159,9 +159,12 @@ async def deliver_tracks(
     files: Mapping[str, Path],
     sent: Mapping[str, str],
     log_extra: Mapping[str, Any] | None = None,
+    before_send: Callable[[], None] | None = None,
 ) -> int:
     """Send ``files`` (track name -> mp3) not yet in ``sent``: albums of 2-10 audios
     (``sendMediaGroup``), ``sendAudio`` for a lone track. Return how many messages were sent.
+
+    ``before_send`` is called before each send and may raise to stop (a lost lease).
     """
     extra = dict(log_extra or {})
     messages = 0
@@ -170,6 +173,8 @@ async def deliver_tracks(
         if entry in sent:
             logger.info("already delivered, skipping %s", entry, extra=extra)
             continue
+        if before_send is not None:
+            before_send()
         messages += await finish_on_cancel(_deliver_chunk(bot, ledger, job, chunk, files, extra))
     return messages
 

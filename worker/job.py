@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ from worker.delivery import (
     unconfirmed,
 )
 from worker.formats import AS_MP3, encode_for_upload, sent_as_mp3
+from worker.lease import LeaseKeeper
 from worker.metrics import CRASH, WorkerMetrics
 from worker.mixes import publish_mix
 from worker.policy import (
@@ -83,6 +85,9 @@ from worker.progress import EditThrottle, ProgressFeed, StatusMessage, report_pr
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "demix_worker"
+# In arq's ctx: the worker's worker.lease.LeaseKeeper, and its call for a stuck device.
+LEASES_KEY = "demix_leases"
+DEVICE_STUCK_KEY = "demix_device_stuck"
 # How long a cancelled job waits for the separation thread to stop at its next chunk.
 CANCEL_GRACE_S = 5.0
 
@@ -98,6 +103,14 @@ class WorkerState:
     metrics: WorkerMetrics
     # The process's one device: one separation at a time, taken in arrival order.
     device: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Jobs past their separation, sending: a stopping worker lets these finish (its grace).
+    sending: set[str] = field(default_factory=set)
+    # Set once a separation could not be stopped: the device is not to be trusted.
+    device_stuck: bool = False
+
+
+class DeviceStuck(Exception):
+    """The separation did not stop when told to; the job goes to another worker."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,9 @@ class JobRun:
     ledger: DeliveryLedger
     status: StatusMessage
     extra: dict[str, Any]
+    # Whether the job may still send (its lease holds); always True outside a worker.
+    may_send: Callable[[], bool] = lambda: True
+    on_device_stuck: Callable[[], None] = lambda: None
 
 
 async def separate_job(ctx: dict[str, Any], **payload: Any) -> dict[str, Any]:
@@ -154,8 +170,23 @@ async def _run_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, An
     status = StatusMessage(state.bot, job.chat_id, job.status_message_id, state.throttle, extra)
     logger.info("job started", extra={**extra, "try": job_try, "stems": ",".join(job.stems)})
     lang = job.language
+    leases: LeaseKeeper | None = ctx.get(LEASES_KEY)
+    run = JobRun(
+        state,
+        job,
+        ledger,
+        status,
+        extra,
+        may_send=(lambda: True) if leases is None else functools.partial(leases.check, job_id),
+        on_device_stuck=ctx.get(DEVICE_STUCK_KEY) or (lambda: None),
+    )
     try:
-        return await _serve(JobRun(state, job, ledger, status, extra))
+        return await _serve(run)
+    except DeviceStuck:
+        # Handed back at once (the job's try is not its fault): a healthy worker resumes it
+        # while this one stops (worker.app.DemixWorker.device_stuck).
+        await status.show(translate(texts.HANDED_ON, lang))
+        raise Retry(defer=0) from None
     except JobFailed as exc:
         logger.info("job failed: %s", exc.reason, extra=extra)
         await status.show(texts.job_failed(exc.user_message, lang))
@@ -184,6 +215,8 @@ async def _run_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, An
         delay = retry_delay_s(state.settings, job_try, floor)
         logger.warning("transient error, retry in %.1fs: %r", delay, exc, extra=extra)
         raise Retry(defer=delay) from exc
+    finally:
+        state.sending.discard(job_id)
 
 
 async def _serve(run: JobRun) -> dict[str, Any]:
@@ -195,7 +228,14 @@ async def _serve(run: JobRun) -> dict[str, Any]:
         message = translate(texts.UNKNOWN_STEMS, job.language)
         raise JobFailed(FailureReason.UNKNOWN_STEMS, message) from exc
     # The first try's start: "done in ..." counts the whole job, retries included.
-    started_at = float(await ledger.record_once(STARTED_AT, repr(time.time())))
+    now = repr(time.time())
+    started_at_text = await ledger.record_once(STARTED_AT, now)
+    started_at = float(started_at_text)
+    if started_at_text != now:
+        # An earlier run of this job began (a worker died, stopped or lost its lease).
+        logger.info("job resumed", extra=extra)
+        run.state.metrics.job_resumed()
+        run.status.footer = translate(texts.RESUMED, job.language)
     sent = await ledger.load()
     timings: dict[str, float] = {}
     if delivered_all(tracks, sent) and AUDIO_SECONDS in sent:
@@ -215,6 +255,7 @@ async def _serve(run: JobRun) -> dict[str, Any]:
     )
     done_text = await ledger.record_once(DONE, done)
     await run.status.show(done_text)
+    _may_send(run)
     # The mixer's record is in Redis before its button is in the chat (issue 18).
     mix = await publish_mix(
         ledger.redis, run.state.settings, job, ledger.key, tracks, recorded, audio_seconds
@@ -284,6 +325,8 @@ async def _produce_and_deliver(
                 run.state.metrics.delivered(audio.duration_s)
                 return audio.duration_s
     except TimeoutError as exc:
+        if run.state.device_stuck:
+            raise DeviceStuck from exc
         if limit.expired():
             message = translate(texts.TIMED_OUT, job.language)
             raise JobFailed(FailureReason.TIMEOUT, message) from exc
@@ -391,17 +434,39 @@ async def _separate(run: JobRun, audio: Audio, raw_dir: Path) -> dict[str, RawTr
                 work.exception()  # retrieved: SeparationCancelled is the expected outcome
             logger.info("separation stopped at a chunk boundary")
         else:
-            logger.warning("separation still running %ss after cancellation", CANCEL_GRACE_S)
+            logger.error(
+                "separation still running %ss after cancellation: the device is stuck",
+                CANCEL_GRACE_S,
+                extra=run.extra,
+            )
+            run.state.device_stuck = True
+            run.on_device_stuck()
         raise
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
 
 
+def _may_send(run: JobRun) -> None:
+    """Stop here (as a cancelled job) unless the job's lease still holds."""
+    if not run.may_send():
+        raise asyncio.CancelledError
+
+
 async def _upload(run: JobRun, files: Mapping[str, Path], sent: Mapping[str, str]) -> None:
     extra, lang = run.extra, run.job.language
+    # From here on the job only sends: a stopping worker lets it finish (see _run_job).
+    run.state.sending.add(run.job.job_id)
     try:
-        await deliver_tracks(run.state.bot, run.ledger, run.job, files, sent, extra)
+        await deliver_tracks(
+            run.state.bot,
+            run.ledger,
+            run.job,
+            files,
+            sent,
+            extra,
+            before_send=functools.partial(_may_send, run),
+        )
     except Forbidden as exc:
         raise JobFailed(FailureReason.FORBIDDEN, translate(texts.UNDELIVERABLE, lang)) from exc
     except BadRequest as exc:

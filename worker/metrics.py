@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.metrics import DURATION_BUCKETS, PREFIX, new_registry
+from worker.lease import LeaseLost
 
 # The stages of a run, as JobOutcome.timings names them with an `_s` suffix.
 STAGES = ("download", "decode", "separate", "encode", "upload")
@@ -58,8 +59,28 @@ class WorkerMetrics:
             "Seconds of audio separated and delivered",
             registry=self.registry,
         )
+        self.lease_renewals = Counter(
+            PREFIX + "worker_lease_renewals",
+            "Job leases renewed (a running job's claim, kept alive every third of a lease)",
+            registry=self.registry,
+        )
+        self.leases_lost = Counter(
+            PREFIX + "worker_leases_lost",
+            "Job leases lost while the job ran, which stopped the job: reason gone (the "
+            "claim vanished or another worker holds it) or unreachable (Redis did not answer)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.resumed = Counter(
+            PREFIX + "worker_jobs_resumed",
+            "Runs that took up a job an earlier run had started (a worker died, was stopped "
+            "or lost its lease)",
+            registry=self.registry,
+        )
         # Series that exist from the start read 0 instead of missing in rates and ratios.
         self.runs.labels("done", NO_REASON)
+        for reason in ("gone", "unreachable"):
+            self.leases_lost.labels(reason)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
 
@@ -87,3 +108,12 @@ class WorkerMetrics:
 
     def job_done(self, total_s: float) -> None:
         self.job_seconds.observe(total_s)
+
+    def lease_renewed(self) -> None:
+        self.lease_renewals.inc()
+
+    def lease_lost(self, why: LeaseLost) -> None:
+        self.leases_lost.labels(why.value).inc()
+
+    def job_resumed(self) -> None:
+        self.resumed.inc()

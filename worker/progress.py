@@ -81,9 +81,15 @@ class StatusMessage:
         self.max_wait_s = max_wait_s if max_wait_s is not None else max(5.0, throttle.interval_s)
         self.text: str | None = None
         self.edits = 0
+        # A line under every text from now on (a resumed job says so to the end).
+        self.footer: str | None = None
+
+    def _with_footer(self, text: str) -> str:
+        return text if self.footer is None else f"{text}\n{self.footer}"
 
     async def update(self, text: str) -> bool:
         """Show ``text`` if it is new and the chat's turn has come; otherwise drop it."""
+        text = self._with_footer(text)
         if text == self.text or self.throttle.wait_s(self.chat_id) > 0:
             return False
         return await self._edit(text)
@@ -94,6 +100,7 @@ class StatusMessage:
         Waits at most :attr:`max_wait_s` at a time: under a long flood-control ban the text
         is dropped rather than holding the job (and its worker slot) open.
         """
+        text = self._with_footer(text)
         if text == self.text:
             return False
         for _ in range(3):

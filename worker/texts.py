@@ -15,6 +15,10 @@ from common.texts import accepted_formats, duration_text
 
 DOWNLOADING = N_("⬇️ Downloading your song…")
 UPLOADING = N_("⬆️ Sending the tracks…")
+# Under every status of a job that a worker took up after another run of it stopped.
+RESUMED = N_("🔄 Resumed after an interruption: what was already sent is not sent again.")
+# A separation that could not be stopped: this worker is being replaced.
+HANDED_ON = N_("🔄 The separator stopped responding; another worker takes your song up shortly.")
 # The song is ready; another job of this worker is separating (one at a time per device).
 WAITING_FOR_SEPARATOR = N_("⏳ Waiting for the separator…")
 TIMED_OUT = N_(

@@ -5,6 +5,7 @@ A crash of Redis lands at a random point of a client's work; to test the one poi
 matters (a connection lost inside a WATCH ... EXEC claim), the proxy cuts the connection
 when a client sends ``cut_at`` after it has sent ``after``, once. To hold a client at one
 point (a worker stopped while it reads a job), it stalls the connection at a command, once.
+A network partition (:meth:`partition`, :meth:`heal`) stops forwarding anything at all.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class RedisProxy:
         self._armed: tuple[bytes, bytes] | None = None
         self._stall_at: bytes | None = None
         self._server: asyncio.Server | None = None
+        self.partitioned = False
+        # The client side of every open connection (closed by heal()).
+        self._clients: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -47,11 +51,25 @@ class RedisProxy:
         the client waits for a reply that never comes, until it closes the connection."""
         self._stall_at = at
 
+    def partition(self) -> None:
+        """From now on forward nothing either way: commands and replies are swallowed, new
+        connections are accepted and then hear nothing (a partitioned network)."""
+        self.partitioned = True
+
+    def heal(self) -> None:
+        """End the partition. Connections that lived through it are closed: a command they
+        sent was lost, so their clients must reconnect (as after a real partition)."""
+        self.partitioned = False
+        for writer in list(self._clients):
+            writer.close()
+
     async def _pipe_to_redis(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         seen_after = False
         while data := await reader.read(65536):
+            if self.partitioned:
+                continue
             if self._stall_at is not None and b"\r\n" + self._stall_at + b"\r\n" in data.upper():
                 self._stall_at = None
                 self.stalls += 1
@@ -71,15 +89,19 @@ class RedisProxy:
 
     async def _pipe_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
+            if self.partitioned:
+                continue
             writer.write(data)
             await writer.drain()
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         redis_r, redis_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._clients.add(client_w)
         upstream = asyncio.ensure_future(self._pipe_to_redis(client_r, redis_w))
         downstream = asyncio.ensure_future(self._pipe_back(redis_r, client_w))
         with contextlib.suppress(ConnectionError):
             await asyncio.wait([upstream, downstream], return_when=asyncio.FIRST_COMPLETED)
+        self._clients.discard(client_w)
         for task in (upstream, downstream):
             task.cancel()
         for writer in (client_w, redis_w):

@@ -128,6 +128,10 @@ def assert_sums_to_mix(mix: np.ndarray, stems: list[np.ndarray]) -> None:
     assert snr_db > 20, f"stems sum back to the mix at only {snr_db:.1f} dB SNR"
 
 
+# The job lease of the worker processes these tests start (DEMIX_JOB_LEASE_S).
+LEASE_S = 2.0
+
+
 def worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) -> dict[str, str]:
     return child_env(
         api.environment(),
@@ -137,9 +141,8 @@ def worker_env(api: FakeBotApi, redis_url: str, model_repo: Path, root: Path) ->
         DEMIX_DATA_DIR=root / "data",
         DEMIX_CACHE_DIR=root / "cache",
         DEMIX_DB_PATH=root / "unused.sqlite3",
-        # Small budgets: arq hands a killed worker's job to another worker only when the
-        # in-progress lease (its function timeout + 10 s) has run out. One job at a time:
-        # the function timeout is the longest deadline times the jobs a worker runs at once.
+        # A short lease: a killed worker's job is taken up by another once it lapses.
+        DEMIX_JOB_LEASE_S=LEASE_S,
         DEMIX_WORKER_MAX_JOBS=1,
         DEMIX_JOB_TIMEOUT_BASE_S=20,
         DEMIX_JOB_TIMEOUT_PER_AUDIO_S=1,
