@@ -5,8 +5,8 @@
 #   docker build --target worker -t demix-worker --build-arg BAKE_MODELS=1 .  # models inside
 #
 # Both start from the same Python base and the same `runtime` stage (user, paths, pip
-# settings). The bot image has no torch or ffmpeg: the bot never decodes audio. The worker
-# image adds ffmpeg and torch from PyPI: PyPI's torch wheel for Linux is the CUDA build and
+# settings). The bot image has no torch; it has ffmpeg for the mixer's web server, which
+# runs from it (the bot never decodes audio). The worker image adds ffmpeg and torch from PyPI: PyPI's torch wheel for Linux is the CUDA build and
 # brings its CUDA libraries, the host brings the driver (NVIDIA Container Toolkit). No
 # `# syntax=` line and no other base image: the build needs no image but the Python one.
 #
@@ -40,7 +40,14 @@ assert (web.app.STATIC_DIR / 'mixer.html').is_file(), 'no mixer page'; \
 from common.i18n import missing_catalogs; assert not missing_catalogs(), missing_catalogs()"
 
 FROM runtime AS bot
-RUN mkdir -p /data && chown demix:demix /data
+# ffmpeg for the mixer (`demix web`): it decodes the delivered tracks for their waveforms
+# and renders mixes (Debian's build has the rubberband filter for tempo and pitch). The
+# bot itself never decodes audio.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/* \
+    && ffmpeg -hide_banner -filters | grep -q rubberband \
+    && mkdir -p /data && chown demix:demix /data
 COPY --from=bot-build /opt/venv /opt/venv
 ENV DEMIX_DATA_DIR=/data \
     DEMIX_DB_PATH=/data/demix.sqlite3
