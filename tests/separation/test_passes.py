@@ -23,6 +23,7 @@ from separation import (
 )
 from separation.cpu import cpu_flags, has_native_bf16
 from separation.ensemble import _ACTIVATION_BYTES_PER_SAMPLE, resolve_precision
+from tests.conftest import MUSIC_EXCERPTS
 from tests.separation.conftest import audio_of
 from tests.separation.test_ensemble import assert_tracks_sum_to_mix
 from tests.support.audio import music_like
@@ -65,6 +66,9 @@ def _sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return 10.0 * np.log10(max(signal, 1e-20) / max(noise, 1e-20))
 
 
+# One excerpt (the first real one when the shared test data is there): batching is the same
+# code on every song, and each excerpt costs 32 chunk passes at 18 s.
+@pytest.mark.parametrize("multitrack_song", MUSIC_EXCERPTS[:2][-1:], indirect=True)
 def test_batched_passes_equal_batch_one(model_repo: Path, multitrack_song: Path) -> None:
     # 18 s: four chunks per pass, so batch 3 has a full batch and a ragged one.
     audio = _excerpt(multitrack_song, 18.0)
