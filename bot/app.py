@@ -15,12 +15,12 @@ from telegram.error import BadRequest, InvalidToken, NetworkError
 from telegram.ext import Application, Defaults
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
-from bot.flood_control import PerChatFloodControl
 from bot.handlers import errors, ordered_handlers
 from bot.handlers.context import SERVICES_KEY
 from bot.ordering import PerChatUpdateProcessor
 from bot.services import BotServices
 from common.exits import EXIT_CONFIG
+from common.flood_control import PerChatFloodControl
 from common.logs import configure_logging
 from common.settings import Settings
 
@@ -39,7 +39,7 @@ def build_application(settings: Settings, *, watch_interval_s: float = 2.0) -> A
 
     Updates of different chats are handled concurrently, each chat's in order
     (:class:`bot.ordering.PerChatUpdateProcessor`), and a 429 on a request holds up that
-    request's chat alone (:class:`bot.flood_control.PerChatFloodControl`).
+    request's chat alone (:class:`common.flood_control.PerChatFloodControl`).
     """
     services = BotServices(settings, watch_interval_s=watch_interval_s)
     application = (

@@ -3,7 +3,7 @@ Telegram's flood control on the bot's own requests.
 
 One :class:`BotMetrics` per process, built by :class:`bot.services.BotServices` over its own
 registry (see :mod:`common.metrics`). The job watcher, the vote use case and the flood
-control (:mod:`bot.flood_control`) update it; handlers do not touch it beyond that.
+control (:mod:`common.flood_control`) update it; handlers do not touch it beyond that.
 """
 
 from __future__ import annotations

@@ -3,24 +3,25 @@
 PTB processes updates one at a time unless ``ApplicationBuilder.concurrent_updates`` is given
 a :class:`telegram.ext.BaseUpdateProcessor`; its ``SimpleUpdateProcessor`` runs everything
 at once, with no order at all. One at a time, a handler that waits out chat A's flood control
-(see :mod:`bot.flood_control`) holds up chat B; all at once, two presses of one picker could
+(see :mod:`common.flood_control`) holds up chat B; all at once, two presses of one picker could
 be handled out of order. :class:`PerChatUpdateProcessor` is what this module adds: a
 ``BaseUpdateProcessor`` that runs the updates of one chat one after another, in arrival
 order, and those of different chats concurrently, at most :data:`MAX_RUNNING_UPDATES` at a
-time. :class:`KeyedLocks` (a FIFO lock per key, dropped when unused) is shared with the
-flood control, which keeps each chat's requests in order the same way.
+time. :class:`common.keyed_locks.KeyedLocks` (a FIFO lock per key, dropped when unused) is
+shared with the flood control, which keeps each chat's requests in order the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Hashable
+from collections.abc import Awaitable, Hashable
 from typing import Any
 
 from telegram import Update
 from telegram.ext import BaseUpdateProcessor
+
+from common.keyed_locks import KeyedLocks
 
 # Handlers running at once. Each may hold an HTTP connection to the Bot API, and PTB's pool
 # has 256 (with a 1 s pool timeout): staying well below keeps a busy bot from timing out on
@@ -34,42 +35,6 @@ MAX_RUNNING_UPDATES = 64
 MAX_PENDING_UPDATES = 100_000
 # The key of updates with neither a chat nor a user (polls, for instance): one after another.
 GLOBAL_KEY = "global"
-
-
-class KeyedLocks:
-    """One FIFO lock per key: holders of one key take turns in the order they asked,
-    different keys never wait for each other. A key's lock lives while someone holds or
-    waits for it."""
-
-    def __init__(self) -> None:
-        # key -> (its lock, how many hold it or wait for it)
-        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
-
-    def __len__(self) -> int:
-        """Keys held or waited for now."""
-        return len(self._locks)
-
-    def locked(self, key: Hashable) -> bool:
-        """True while someone holds ``key``."""
-        entry = self._locks.get(key)
-        return entry is not None and entry[0].locked()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        """Hold ``key``'s lock; asyncio's Lock is fair, so turns go in arrival order."""
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 def update_key(update: object) -> Hashable:

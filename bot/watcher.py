@@ -14,7 +14,7 @@ watcher writes the final word, because nobody else will.
 Telegram's flood control (a 429) on one chat holds up no other chat's status: a queue
 position is shown without waiting (``NO_WAIT``; a position a 429 kept from the chat is shown
 at a later check, and a late one could overwrite a worker's progress), and a final word is
-sent from a task of its own, which waits out the chat's 429 (see :mod:`bot.flood_control`)
+sent from a task of its own, which waits out the chat's 429 (see :mod:`common.flood_control`)
 while the checks go on.
 """
 
@@ -29,9 +29,9 @@ from typing import Any
 from telegram.ext import ExtBot
 
 from bot import texts
-from bot.flood_control import NO_WAIT, PerChatFloodControl
 from bot.metrics import LOST, BotMetrics
 from bot.queue import CRASH, JobState, QueueClient, QueueUnavailable
+from common.flood_control import NO_WAIT, PerChatFloodControl
 from common.i18n import translate
 from common.mixes import MixRecord
 from common.telegram import Edit, EditResult, edit_message

@@ -13,10 +13,14 @@ import warnings
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +99,16 @@ async def edit_message(request: Awaitable[Any], log_extra: Mapping[str, Any]) ->
         logger.warning("message edit failed: %s", exc, extra=extra)
         return EditResult(Edit.FAILED)
     return EditResult(Edit.EDITED)
+
+
+def uploading_request(settings: Settings) -> HTTPXRequest:
+    """The Bot API connection of a process that uploads audio (the worker's tracks, the
+    mixer's mixes): answers wait ``telegram_read_timeout_s``, uploads get
+    ``telegram_upload_timeout_s`` to go out."""
+    return HTTPXRequest(
+        connection_pool_size=8,
+        connect_timeout=10.0,
+        read_timeout=settings.telegram_read_timeout_s,
+        write_timeout=60.0,
+        media_write_timeout=settings.telegram_upload_timeout_s,
+    )

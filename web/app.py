@@ -37,16 +37,16 @@ from aiohttp import web
 from redis.asyncio import Redis
 from telegram import Bot
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import AIORateLimiter, ExtBot
-from telegram.request import HTTPXRequest
+from telegram.ext import ExtBot
 
 from common.exits import EXIT_CONFIG
+from common.flood_control import PerChatFloodControl
 from common.i18n import language_for, translate
 from common.logs import configure_logging
 from common.metrics import serve_metrics
 from common.mixes import TRACK_NAME_PATTERN, MixRecord, is_mix_id
 from common.settings import Settings
-from common.telegram import MB, upload_limit_bytes
+from common.telegram import MB, upload_limit_bytes, uploading_request
 from separation.naming import safe_tag, track_file_name, track_title
 from storage import Database
 from web import texts
@@ -116,21 +116,15 @@ class ApiError(Exception):
 
 def make_bot(settings: Settings) -> Bot:
     """The web process's Bot API client: getFile and downloads, sendAudio of the mixes; a
-    429 is waited out and the call made again (PTB's AIORateLimiter)."""
-    request = HTTPXRequest(
-        connection_pool_size=8,
-        connect_timeout=10.0,
-        read_timeout=settings.telegram_read_timeout_s,
-        write_timeout=60.0,
-        media_write_timeout=settings.telegram_upload_timeout_s,
-    )
+    429 is waited out for its chat alone and the call made again (the bot's flood control:
+    another user's mix is not held up)."""
     return ExtBot(
         settings.require_token(),
         base_url=settings.telegram_api_base_url,
         base_file_url=settings.telegram_file_base_url,
         local_mode=settings.telegram_local_mode,
-        request=request,
-        rate_limiter=AIORateLimiter(max_retries=3),
+        request=uploading_request(settings),
+        rate_limiter=PerChatFloodControl(),
     )
 
 

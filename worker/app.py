@@ -38,6 +38,7 @@ from common.jobs import SEPARATE_JOB
 from common.logs import configure_logging
 from common.metrics import MetricsServer, serve_metrics
 from common.settings import Settings
+from common.telegram import uploading_request
 from separation import EnsembleSeparator, ModelUnavailableError
 from worker.job import DEVICE_STUCK_KEY, LEASES_KEY, STATE_KEY, WorkerState, separate_job
 from worker.lease import LeaseKeeper, LeaseLost
@@ -309,13 +310,7 @@ def worker_redis_settings(redis_url: str) -> RedisSettings:
 
 def make_bot(settings: Settings) -> Bot:
     """A Bot API client from the settings; uploads get generous write timeouts."""
-    request = HTTPXRequest(
-        connection_pool_size=8,
-        connect_timeout=10.0,
-        read_timeout=settings.telegram_read_timeout_s,
-        write_timeout=60.0,
-        media_write_timeout=settings.telegram_upload_timeout_s,
-    )
+    request = uploading_request(settings)
     return Bot(
         settings.require_token(),
         base_url=settings.telegram_api_base_url,

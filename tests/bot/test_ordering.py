@@ -13,8 +13,9 @@ import pytest
 from telegram import CallbackQuery, Chat, Message, Update, User
 from telegram.error import RetryAfter
 
-from bot.flood_control import NO_WAIT, PerChatFloodControl, RetryPolicy, request_key
-from bot.ordering import GLOBAL_KEY, KeyedLocks, PerChatUpdateProcessor, update_key
+from bot.ordering import GLOBAL_KEY, PerChatUpdateProcessor, update_key
+from common.flood_control import NO_WAIT, PerChatFloodControl, RetryPolicy, request_key
+from common.keyed_locks import KeyedLocks
 from tests.support.waiting import async_wait_until
 
 # Short waits keep these quick; Telegram's are whole seconds.

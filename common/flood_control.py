@@ -10,7 +10,7 @@ PTB's hook for this is :class:`telegram.ext.BaseRateLimiter` (given to
 what this module adds in its place:
 
 - requests to one chat (or one inline message) go one at a time, in the order they were
-  made, through a FIFO lock per chat (:class:`bot.ordering.KeyedLocks`);
+  made, through a FIFO lock per chat (:class:`common.keyed_locks.KeyedLocks`);
 - a 429 is waited out (``retry_after``, as :func:`common.telegram.retry_after_s` reads it)
   and the request sent again, holding its chat's turn, so later requests to that chat wait
   behind it and nothing is reordered; other chats' requests never wait for it;
@@ -42,7 +42,7 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
-from bot.ordering import KeyedLocks
+from common.keyed_locks import KeyedLocks
 from common.telegram import retry_after_s
 
 logger = logging.getLogger(__name__)
