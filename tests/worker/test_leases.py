@@ -26,7 +26,6 @@ from tests.support.audio import make_song
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.processes import demix_process
 from tests.support.redis_proxy import RedisProxy
-from tests.support.separators import make_separator
 from tests.support.waiting import async_wait_until
 from tests.support.workers import running_worker
 from tests.worker.conftest import (
@@ -79,7 +78,37 @@ def assert_delivered_once(api: FakeBotApi, submitted: Submitted) -> None:
 @pytest.fixture
 def long_song(tmp_path: Path) -> Path:
     """Long enough (tiny models: a few seconds) that a test can act while it separates."""
-    return make_song(tmp_path / "Test Song.mp3", seconds=50.0, seed=41)
+    return make_song(tmp_path / "Test Song.mp3", seconds=30.0, seed=41)
+
+
+class SlowSeparator:
+    """The real separator, except that a pass started after :attr:`slow` is set runs until it
+    is told to stop (at a chunk boundary, as a long song's pass does)."""
+
+    def __init__(self, real: EnsembleSeparator) -> None:
+        self.real = real
+        self.slow = threading.Event()
+        self.entered_slow = threading.Event()
+
+    def warm_up(self) -> None:
+        self.real.warm_up()
+
+    def separate_to_files(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.slow.is_set():
+            return self.real.separate_to_files(*args, **kwargs)
+        self.entered_slow.set()
+        should_cancel = kwargs["should_cancel"]
+        while not should_cancel():
+            time.sleep(0.05)
+        raise SeparationCancelled("stopped at a chunk boundary")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def slow(separator: EnsembleSeparator) -> SlowSeparator:
+    return SlowSeparator(separator)
 
 
 # --- the keeper alone ------------------------------------------------------------------------
@@ -201,22 +230,19 @@ async def test_a_worker_cut_off_from_redis_stops_and_another_delivers_once(
     redis_url: str,
     pool: ArqRedis,
     separator: EnsembleSeparator,
-    model_repo: Path,
-    long_song: Path,
-    tmp_path: Path,
+    slow: SlowSeparator,
+    song: Path,
 ) -> None:
     lease_s = 2.0
-    submitted = await submit(fake_bot_api, pool, long_song, ("vocals",))
+    slow.slow.set()
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
     proxy = RedisProxy(redis_url)
-    cut_off = service_settings(redis_url=proxy.url, job_lease_s=lease_s, max_duration_s=60)
-    healthy = service_settings(job_lease_s=lease_s, max_duration_s=60)
-    other = make_separator(model_repo, cache_dir=tmp_path / "other-cache")
+    cut_off = service_settings(redis_url=proxy.url, job_lease_s=lease_s)
+    healthy = service_settings(job_lease_s=lease_s)
     loop = asyncio.get_running_loop()
-    async with proxy.running(), running_worker(cut_off, separator) as first:
+    async with proxy.running(), running_worker(cut_off, slow) as first:
         try:
-            await async_wait_until(
-                separating(fake_bot_api, submitted), timeout=60, what="the separation to start"
-            )
+            await async_wait_until(slow.entered_slow.is_set, timeout=60, what="the separation")
             proxy.partition()
             partitioned_at = loop.time()
             await async_wait_until(
@@ -227,7 +253,7 @@ async def test_a_worker_cut_off_from_redis_stops_and_another_delivers_once(
             stopped_in = loop.time() - partitioned_at
             await async_wait_until(lambda: not first.job_tasks, timeout=15, what="its job to stop")
             sent_by_first = len(fake_bot_api.audio_messages(submitted.job.chat_id))
-            async with running_worker(healthy, other) as second:
+            async with running_worker(healthy, separator) as second:
                 await async_wait_until(
                     lambda: complete(pool, submitted), timeout=90, what="the other worker"
                 )
@@ -245,15 +271,14 @@ async def test_redis_flushed_mid_job_the_running_job_stops_and_a_repress_deliver
     service_settings: Callable[..., Settings],
     redis_url: str,
     pool: ArqRedis,
-    separator: EnsembleSeparator,
-    long_song: Path,
+    slow: SlowSeparator,
+    song: Path,
 ) -> None:
-    settings = service_settings(job_lease_s=2.0, max_duration_s=60, worker_max_jobs=1)
-    running = await submit(fake_bot_api, pool, long_song, ("vocals",))
-    async with running_worker(settings, separator) as worker:
-        await async_wait_until(
-            separating(fake_bot_api, running), timeout=60, what="the separation to start"
-        )
+    settings = service_settings(job_lease_s=2.0, worker_max_jobs=1)
+    slow.slow.set()
+    running = await submit(fake_bot_api, pool, song, ("vocals",))
+    async with running_worker(settings, slow) as worker:
+        await async_wait_until(slow.entered_slow.is_set, timeout=60, what="the separation")
         await pool.flushdb()  # Redis restarted without persistence
         await async_wait_until(
             lambda: leases_lost(worker, "gone") == 1,
@@ -262,6 +287,7 @@ async def test_redis_flushed_mid_job_the_running_job_stops_and_a_repress_deliver
         )
         await async_wait_until(lambda: not worker.job_tasks, timeout=15, what="the job to stop")
         assert fake_bot_api.audio_messages(running.job.chat_id) == []
+        slow.slow.clear()
         # The user presses Separate again: the bot enqueues the same job id anew.
         assert await pool.enqueue_job(
             SEPARATE_JOB, _job_id=running.job_id, **running.job.to_kwargs()
@@ -272,42 +298,15 @@ async def test_redis_flushed_mid_job_the_running_job_stops_and_a_repress_deliver
     assert len(fake_bot_api.calls("sendMediaGroup")) == 1, "the first run sent nothing"
 
 
-class SlowSeparator:
-    """The real separator, except that a pass started after :attr:`slow` is set runs until it
-    is told to stop (at a chunk boundary, as a long song's pass does)."""
-
-    def __init__(self, real: EnsembleSeparator) -> None:
-        self.real = real
-        self.slow = threading.Event()
-        self.entered_slow = threading.Event()
-
-    def warm_up(self) -> None:
-        self.real.warm_up()
-
-    def separate_to_files(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.slow.is_set():
-            return self.real.separate_to_files(*args, **kwargs)
-        self.entered_slow.set()
-        should_cancel = kwargs["should_cancel"]
-        while not should_cancel():
-            time.sleep(0.05)
-        raise SeparationCancelled("stopped at a chunk boundary")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
 async def test_sigterm_gives_back_a_separating_job_at_once_and_lets_a_sending_one_finish(
     fake_bot_api: FakeBotApi,
     service_settings: Callable[..., Settings],
     pool: ArqRedis,
     separator: EnsembleSeparator,
-    model_repo: Path,
+    slow: SlowSeparator,
     song: Path,
-    tmp_path: Path,
 ) -> None:
     settings = service_settings(worker_max_jobs=2, worker_stop_grace_s=20)
-    slow = SlowSeparator(separator)
     # A slow upload: the first job is still sending when the second one separates.
     fake_bot_api.set_latency("sendMediaGroup", 5.0)
     sending = await submit(fake_bot_api, pool, song, ("vocals",), user_id=9001)
@@ -333,8 +332,7 @@ async def test_sigterm_gives_back_a_separating_job_at_once_and_lets_a_sending_on
     assert await Job(separating_job.job_id, pool).status() == JobStatus.queued
     assert_delivered_once(fake_bot_api, sending)
     fake_bot_api.set_latency("sendMediaGroup", 0)
-    other = make_separator(model_repo, cache_dir=tmp_path / "other-cache")
-    async with running_worker(settings, other, burst=True) as resumer:
+    async with running_worker(settings, separator, burst=True) as resumer:
         pass
     assert resumer.jobs_complete == 1
     assert_delivered_once(fake_bot_api, separating_job)
@@ -374,9 +372,8 @@ async def test_a_stuck_device_hands_the_job_on_and_the_worker_exits_to_be_replac
     service_settings: Callable[..., Settings],
     pool: ArqRedis,
     hanging: HangingSeparator,
-    model_repo: Path,
+    separator: EnsembleSeparator,
     song: Path,
-    tmp_path: Path,
 ) -> None:
     # The deadline of a 3 s song: 2 s + 0.5 s per audio second.
     settings = service_settings(job_timeout_base_s=2.0, job_timeout_per_audio_s=0.5)
@@ -392,8 +389,7 @@ async def test_a_stuck_device_hands_the_job_on_and_the_worker_exits_to_be_replac
     assert stuck.jobs_retried == 1 and stuck.jobs_failed == 0
     handed_on = [t for t in status_texts(fake_bot_api, submitted) if t]
     assert any("stopped responding" in t for t in handed_on), handed_on
-    healthy = make_separator(model_repo, cache_dir=tmp_path / "healthy-cache")
-    async with running_worker(settings, healthy, burst=True) as replacement:
+    async with running_worker(settings, separator, burst=True) as replacement:
         pass
     assert replacement.jobs_complete == 1
     assert_delivered_once(fake_bot_api, submitted)
