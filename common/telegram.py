@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
@@ -101,14 +102,21 @@ async def edit_message(request: Awaitable[Any], log_extra: Mapping[str, Any]) ->
     return EditResult(Edit.EDITED)
 
 
-def uploading_request(settings: Settings) -> HTTPXRequest:
+UPLOAD_CONNECTIONS = 8
+
+
+def uploading_request(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> HTTPXRequest:
     """The Bot API connection of a process that uploads audio (the worker's tracks, the
     mixer's mixes): answers wait ``telegram_read_timeout_s``, uploads get
-    ``telegram_upload_timeout_s`` to go out."""
+    ``telegram_upload_timeout_s`` to go out. ``transport`` replaces httpx's own (built with
+    the same :data:`UPLOAD_CONNECTIONS` limit)."""
     return HTTPXRequest(
-        connection_pool_size=8,
+        connection_pool_size=UPLOAD_CONNECTIONS,
         connect_timeout=10.0,
         read_timeout=settings.telegram_read_timeout_s,
         write_timeout=60.0,
         media_write_timeout=settings.telegram_upload_timeout_s,
+        httpx_kwargs=None if transport is None else {"transport": transport},
     )

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import httpx
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.worker import Worker, func
@@ -38,8 +39,9 @@ from common.jobs import SEPARATE_JOB
 from common.logs import configure_logging
 from common.metrics import MetricsServer, serve_metrics
 from common.settings import Settings
-from common.telegram import uploading_request
+from common.telegram import UPLOAD_CONNECTIONS, uploading_request
 from separation import EnsembleSeparator, ModelUnavailableError
+from worker.delivery import LedgerTraceTransport
 from worker.job import DEVICE_STUCK_KEY, LEASES_KEY, STATE_KEY, WorkerState, separate_job
 from worker.lease import LeaseKeeper, LeaseLost
 from worker.metrics import WorkerMetrics
@@ -310,7 +312,13 @@ def worker_redis_settings(redis_url: str) -> RedisSettings:
 
 def make_bot(settings: Settings) -> Bot:
     """A Bot API client from the settings; uploads get generous write timeouts."""
-    request = uploading_request(settings)
+    # The ledger learns when an upload has left whole (worker.delivery's module docstring).
+    transport = LedgerTraceTransport(
+        limits=httpx.Limits(
+            max_connections=UPLOAD_CONNECTIONS, max_keepalive_connections=UPLOAD_CONNECTIONS
+        )
+    )
+    request = uploading_request(settings, transport)
     return Bot(
         settings.require_token(),
         base_url=settings.telegram_api_base_url,

@@ -6,12 +6,17 @@ error) means the job starts over on some worker. Every send therefore goes throu
 album, each single track, the rating message, the final status). A send happens only when
 its entry is missing, and its entry is written right after Telegram accepts it.
 
-The remaining window, stated honestly: if the process dies (or Redis becomes unreachable)
-after Telegram has accepted an upload but before the ledger entry is written, the re-run
-sends that item again. The same holds when an upload times out on our side although
-Telegram received it. Telegram has no idempotency key for ``sendMediaGroup`` /
-``sendAudio``, so this window can be made small (the write follows the send at once) but not
-closed; the user may then see one duplicate album, never a missing one.
+Telegram has no idempotency key for ``sendMediaGroup`` / ``sendAudio``, so what a worker
+that dies mid-send (SIGKILL, OOM, a reclaimed machine) leaves behind decides what its re-run
+does. The moment that matters is the end of the request's body: before it, Telegram has
+nothing it can act on, and the re-run sends the item again; after it, Telegram acts on the
+request whether or not anyone reads the answer. So the item is recorded as
+:data:`UNCONFIRMED` as soon as the HTTP client has written the whole request
+(:class:`LedgerTraceTransport`, through httpcore's ``trace`` extension), and again with the
+message ids once Telegram answers. A re-run does not send an :data:`UNCONFIRMED` item again.
+What is left: a death between the body's last byte and that ledger write (one Redis round
+trip) repeats the item, and an item Telegram refused after receiving it whole is missing
+(the done message then says a track may be missing).
 
 A job cancelled during a send (worker shutdown, the deadline) lets that send finish and be
 recorded (at most :data:`FINISH_SEND_S`) before it stops: a worker running several jobs
@@ -25,6 +30,7 @@ then says that a track may be missing, rather than risk a second album.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,8 +39,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from redis.asyncio import Redis
 from telegram import Bot, InputMediaAudio, Message, ReplyParameters
+from telegram.error import TelegramError, TimedOut
 
 from common.jobs import SeparationJob, delivered_key
 from common.rating import rating_keyboard, rating_prompt
@@ -62,7 +70,51 @@ UNCONFIRMED = "unconfirmed"
 # cancel the job again meanwhile, the send still finishes in the background.
 FINISH_SEND_S = 20.0
 
+# How long the "sent whole" ledger write may hold up reading Telegram's answer; without
+# Redis the item is recorded only when the answer comes.
+SENT_WHOLE_WRITE_S = 2.0
+
 T = TypeVar("T")
+
+# The ledger entry whose send is under way in this task (read by the HTTP trace below).
+_SENDING: contextvars.ContextVar[tuple[DeliveryLedger, str] | None] = contextvars.ContextVar(
+    "demix_sending", default=None
+)
+
+
+async def _on_http_event(name: str, info: dict[str, Any]) -> None:
+    """httpcore's trace callback: once a send's whole request is written, record its item as
+    unconfirmed (see the module docstring)."""
+    if not name.endswith("send_request_body.complete"):
+        return
+    sending = _SENDING.get()
+    if sending is None:
+        return
+    ledger, entry = sending
+    try:
+        await asyncio.wait_for(ledger.record_once(entry, UNCONFIRMED), SENT_WHOLE_WRITE_S)
+    except Exception as exc:  # a failure here must not fail the send itself
+        logger.warning("could not note %s as sent whole: %r", entry, exc)
+
+
+def answered_with_error(exc: BaseException) -> bool:
+    """Telegram answered the request with an error (a 429, 400, 403, 5xx): it did not act
+    on it. Not so for a failure of the connection itself, which may come after the request
+    left whole."""
+    return (
+        isinstance(exc, TelegramError)
+        and not isinstance(exc, TimedOut)
+        and not isinstance(exc.__cause__, httpx.HTTPError)
+    )
+
+
+class LedgerTraceTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with httpcore's ``trace`` hook on every request, so the delivery
+    ledger learns when an upload's request has left whole."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions = {**request.extensions, "trace": _on_http_event}
+        return await super().handle_async_request(request)
 
 
 async def finish_on_cancel(work: Awaitable[T], grace_s: float = FINISH_SEND_S) -> T:
@@ -118,6 +170,12 @@ class DeliveryLedger:
             pipe.hset(self.key, mapping=dict(fields))
             pipe.expire(self.key, self.ttl_s)
             await pipe.execute()
+
+    async def forget_unconfirmed(self, field: str) -> None:
+        """Drop ``field`` if it says only that its send left whole (Telegram then answered
+        with an error: it did not act on the send)."""
+        if _text(await self.redis.hget(self.key, field) or b"") == UNCONFIRMED:  # type: ignore[misc]
+            await self.redis.hdel(self.key, field)  # type: ignore[misc]
 
     async def record_once(self, field: str, value: str) -> str:
         """Record ``field`` unless present; return the value that is stored."""
@@ -189,14 +247,19 @@ async def _deliver_chunk(
 ) -> int:
     """Send one chunk and record it in the ledger; return how many messages were sent."""
     entry = _entry(chunk)
+    sending = _SENDING.set((ledger, entry))
     try:
         messages = await _send_chunk(bot, job, chunk, files)
     except Exception as exc:
         if not is_unanswered(exc):
+            if answered_with_error(exc):
+                await ledger.forget_unconfirmed(entry)
             raise
         logger.warning("no answer to the upload of %s: not sent again", entry, extra=extra)
         await ledger.record(entry, UNCONFIRMED)
         return 0
+    finally:
+        _SENDING.reset(sending)
     message_ids = [message.message_id for message in messages]
     # Right after Telegram's answer: the window described in the module docstring.
     await ledger.record_many({entry: json.dumps(message_ids), **_file_entries(chunk, messages)})
@@ -299,6 +362,7 @@ async def _send_rating(
     extra: Mapping[str, Any],
     mix_url: str | None,
 ) -> bool:
+    sending = _SENDING.set((ledger, RATING))
     try:
         message = await bot.send_message(
             job.chat_id,
@@ -309,10 +373,14 @@ async def _send_rating(
         )
     except Exception as exc:
         if not is_unanswered(exc):
+            if answered_with_error(exc):
+                await ledger.forget_unconfirmed(RATING)
             raise
         logger.warning("no answer to the rating message: not sent again", extra=extra)
         await ledger.record(RATING, UNCONFIRMED)
         return False
+    finally:
+        _SENDING.reset(sending)
     await ledger.record(RATING, str(message.message_id))
     logger.info("rating message sent", extra=extra)
     return True

@@ -400,3 +400,44 @@ def test_the_handed_on_text_is_translated() -> None:
 
     assert translate(texts.HANDED_ON, "ru") != texts.HANDED_ON
     assert translate(texts.RESUMED, "ru") != texts.RESUMED
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_while_telegram_holds_its_whole_upload_is_not_sent_again(
+    fake_bot_api: FakeBotApi,
+    pool: ArqRedis,
+    redis_url: str,
+    model_repo: Path,
+    song: Path,
+    tmp_path: Path,
+) -> None:
+    submitted = await submit(fake_bot_api, pool, song, ("vocals",))
+    env = worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
+    # Telegram takes its time over the album: the worker dies after sending it whole, before
+    # the answer. Telegram acts on it all the same (the fake Bot API does too).
+    fake_bot_api.set_latency("sendMediaGroup", 3.0)
+
+    async def noted_as_sent_whole() -> bool:
+        for key in await pool.keys("demix:delivery:*"):
+            if await pool.hget(key, "album:vocals") == b"unconfirmed":  # type: ignore[misc]
+                return True
+        return False
+
+    with demix_process("worker", env=env, cwd=tmp_path, log=tmp_path / "w1.log") as first:
+        await async_wait_until(noted_as_sent_whole, timeout=60, what="the album sent whole")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    fake_bot_api.set_latency("sendMediaGroup", 0)
+    await async_wait_until(
+        lambda: len(fake_bot_api.audio_messages(submitted.job.chat_id)) == 2,
+        timeout=10,
+        what="Telegram to act on the dead worker's album",
+    )
+    with demix_process("worker", env=env, cwd=tmp_path, log=tmp_path / "w2.log"):
+        await async_wait_until(
+            lambda: complete(pool, submitted), timeout=60, what="the restarted worker"
+        )
+    assert fake_bot_api.arrived("sendMediaGroup") == 1, "the album was not sent again"
+    assert_delivered_once(fake_bot_api, submitted)
+    final = status_texts(fake_bot_api, submitted)[-1] or ""
+    assert "did not confirm" in final and RESUMED in final, final
