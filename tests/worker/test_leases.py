@@ -19,13 +19,17 @@ from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus
 from redis.asyncio import Redis
 
+from bot.texts import JOB_LOST
 from common.jobs import SEPARATE_JOB
 from common.settings import Settings
 from separation import EnsembleSeparator, SeparationCancelled
+from tests.bot.conftest import press, running_bot
+from tests.bot.test_end_to_end import pick_and_separate
 from tests.support.audio import make_song
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.processes import demix_process
 from tests.support.redis_proxy import RedisProxy
+from tests.support.redis_server import redis_client
 from tests.support.waiting import async_wait_until
 from tests.support.workers import running_worker
 from tests.worker.conftest import (
@@ -441,3 +445,52 @@ async def test_a_worker_killed_while_telegram_holds_its_whole_upload_is_not_sent
     assert_delivered_once(fake_bot_api, submitted)
     final = status_texts(fake_bot_api, submitted)[-1] or ""
     assert "did not confirm" in final and RESUMED in final, final
+
+
+async def test_redis_flushed_with_one_job_running_and_one_queued_each_user_is_told_once(
+    fake_bot_api: FakeBotApi,
+    service_settings: Callable[..., Settings],
+    redis_url: str,
+    separator: EnsembleSeparator,
+    slow: SlowSeparator,
+    song: Path,
+) -> None:
+    api = fake_bot_api
+    runner, waiter = 311, 312
+    settings = service_settings(job_lease_s=2.0, worker_max_jobs=1)
+    slow.slow.set()
+    async with running_bot(settings), running_worker(settings, slow) as worker:
+        song_r, song_w = api.send_audio(runner, song), api.send_audio(waiter, song)
+        picker = await pick_and_separate(api, runner, song_r, ["vocals"])
+        await async_wait_until(slow.entered_slow.is_set, timeout=60, what="a separation")
+        await pick_and_separate(api, waiter, song_w, ["vocals"])
+        await async_wait_until(
+            lambda: api.last_message(waiter, containing="Queued"), what="the second job queued"
+        )
+        with redis_client(redis_url) as client:
+            client.flushdb()  # Redis restarted without persistence
+        for user in (runner, waiter):
+            await async_wait_until(
+                lambda user=user: api.last_message(user, containing=JOB_LOST),
+                timeout=30,
+                what=f"user {user} told the job was lost",
+            )
+        await async_wait_until(lambda: not worker.job_tasks, timeout=15, what="the job to stop")
+        assert leases_lost(worker, "gone") == 1
+        slow.slow.clear()
+        # The runner presses Separate again, as the message says: one delivery.
+        answer = await press(api, runner, picker, picker.button("Separate").callback_data or "")
+        assert not answer.show_alert, answer.text
+        await async_wait_until(
+            lambda: api.last_message(runner, containing="Done"), timeout=60, what="the re-press"
+        )
+    for user in (runner, waiter):
+        told = [
+            call
+            for call in api.calls("editMessageText")
+            if call.ok and call.params.get("chat_id") == user and JOB_LOST in str(call.params)
+        ]
+        assert len(told) == 1, (user, told)
+    assert len(api.audio_messages(runner)) == 2, "one album, from the re-press"
+    assert api.audio_messages(waiter) == []
+    assert len(api.calls("sendMediaGroup")) == 1
