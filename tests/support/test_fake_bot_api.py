@@ -595,7 +595,7 @@ async def test_web_app_buttons_only_in_private_chats_and_over_https(
     async with fake_bot_api.bot() as bot:
         sent = await bot.send_message(7, "mix", reply_markup=markup("https://mix.example.org/m"))
         assert sent.reply_markup is not None
-        with pytest.raises(BadRequest, match="(?i)button_type_invalid"):
+        with pytest.raises(BadRequest, match=r"(?i)button_type_invalid"):
             await bot.send_message(-1007, "mix", reply_markup=markup("https://mix.example.org/m"))
-        with pytest.raises(BadRequest, match="(?i)button_url_invalid"):
+        with pytest.raises(BadRequest, match=r"(?i)button_url_invalid"):
             await bot.send_message(7, "mix", reply_markup=markup("http://mix.example.org/m"))
