@@ -50,8 +50,9 @@ def test_compose_file_wires_redis_volumes_and_gpu() -> None:
     web = services["web"]
     assert (web["build"]["target"], web["command"]) == ("bot", ["demix", "web"])
     assert web["healthcheck"]["test"] == ["CMD", "python", "-m", "demix.health", "web"]
-    assert "db:/data" in web["volumes"] and web["environment"]["DEMIX_DB_PATH"] == (
-        services["bot"]["environment"]["DEMIX_DB_PATH"]
+    assert (
+        "db:/data" in web["volumes"]
+        and web["environment"]["DEMIX_DB_PATH"] == (services["bot"]["environment"]["DEMIX_DB_PATH"])
     )
 
 
