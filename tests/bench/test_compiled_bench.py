@@ -1,0 +1,73 @@
+"""bench/compiled.py: its split of HTDemucs's forward (the network between the STFT and
+the iSTFT, which the compiled variants compile) gives the module's own estimates, and an
+eager-only run on a tiny model prints its table and writes its figures."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from demucs.htdemucs import HTDemucs
+
+from separation.random_models import FOUR_SOURCES, TINY_KWARGS
+from tests.bench.conftest import load_bench_script
+from tests.conftest import TESTDATA
+
+
+@pytest.fixture(scope="module")
+def compiled() -> ModuleType:
+    """``bench/compiled.py``."""
+    return load_bench_script("compiled")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    # The published sub-model of htdemucs_ft has bottom channels (its own layers), 6s none.
+    [TINY_KWARGS, {**TINY_KWARGS, "bottom_channels": 8}],
+    ids=["tiny", "tiny-bottom-channels"],
+)
+def test_split_forward_equals_the_module(compiled: ModuleType, kwargs: dict[str, object]) -> None:
+    torch.manual_seed(0)
+    # A 1 s segment: the split is the same at any length, and the test stays fast.
+    model = (
+        HTDemucs(FOUR_SOURCES, **{**kwargs, "segment": Fraction(1)})
+        .eval()
+        .to(memory_format=torch.channels_last)
+    )
+    mix = torch.randn(1, 2, int(model.samplerate * float(model.segment))) * 0.1
+    with torch.no_grad():
+        whole = model(mix)
+        split = compiled.split_forward(model, compiled.network(model), mix)
+    assert split.shape == whole.shape
+    assert float((split - whole).abs().max()) <= 1e-6 * float(whole.abs().max())
+
+
+def test_chunks_per_pass(compiled: ModuleType) -> None:
+    # A chunk every 0.75 x 7.8 s = 5.85 s: 240 s is 41.03 strides, so 42 chunks.
+    assert compiled.chunks_per_pass(240.0, 7.8) == 42
+    assert compiled.chunks_per_pass(5.85, 7.8) == 1
+
+
+@pytest.mark.skipif(
+    not (TESTDATA / "musdb7").is_dir(),
+    reason="../shared/testdata is not beside the checkout",
+)
+def test_an_eager_run_on_a_tiny_model(
+    compiled: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "figures.json"
+    args = ["--size", "tiny", "--precision", "fp32,bf16", "--variants", "eager"]
+    assert compiled.main([*args, "--rounds", "1", "--json", str(out)]) == 0
+    figures = {(f["variant"], f["precision"]): f for f in json.loads(out.read_text())}
+    assert set(figures) == {("eager", "fp32"), ("eager", "bf16")}
+    fp32, bf16 = figures["eager", "fp32"], figures["eager", "bf16"]
+    assert fp32["max_abs_diff"] == 0.0 and fp32["ratio"] == 1.0
+    # bf16 differs from fp32, but not wildly (the tiny model's output is about 0.1).
+    assert 0.0 < bf16["max_abs_diff"] < 0.05
+    assert len(fp32["times"]) == 1 and all(t > 0 for t in fp32["times"])
+    assert fp32["six_cold_s"] == pytest.approx(4 * fp32["vocals_cold_s"])
+    assert "| eager | fp32 |" in capsys.readouterr().out
