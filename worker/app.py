@@ -158,6 +158,8 @@ class DemixWorker(Worker):
                 self._lease_task.cancel()
                 await asyncio.gather(self._lease_task, return_exceptions=True)
                 self._lease_task = None
+            if self.leases is not None:
+                await self.leases.redis.aclose()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
@@ -173,10 +175,13 @@ class DemixWorker(Worker):
             claimed = self.tasks.get(job_id.decode())
             if self.leases is not None and claimed is not None and claimed is not before:
                 name = job_id.decode()
-                await self.leases.take(name, functools.partial(self._stop_job, name))
+                await self.leases.take(name, functools.partial(self._lease_lost, name))
 
-    def _stop_job(self, job_id: str, why: LeaseLost) -> None:
-        """The job's lease is lost: stop its work now (its function, or arq's run of it)."""
+    def _lease_lost(self, job_id: str, why: LeaseLost) -> None:
+        self._cancel_job(job_id)
+
+    def _cancel_job(self, job_id: str) -> None:
+        """Stop a job's work now: its function, or arq's run of it before the function."""
         task = self.job_tasks.get(job_id) or self.tasks.get(job_id)
         if task is not None and not task.done():
             task.cancel()
@@ -218,26 +223,23 @@ class DemixWorker(Worker):
         self.allow_pick_jobs = False
         state: WorkerState | None = self.ctx.get(STATE_KEY)
         sending = set() if state is None else state.sending
-        finishing = []
+        finishing, given_back = [], 0
         for job_id, task in self.tasks.items():
             if task.done():
                 continue
             if job_id in sending:
                 finishing.append(task)
             else:
-                self._give_back(job_id, task)
+                self._cancel_job(job_id)
+                given_back += 1
         logger.info(
             "stopping: %d job(s) given back, %d finishing their sends (at most %.0fs)",
-            len(self.tasks) - len(finishing),
+            given_back,
             len(finishing),
             self.stop_grace_s,
             extra={"signal": signal.Signals(signum).name},
         )
         self.loop.create_task(self._stop_after(finishing, signum))
-
-    def _give_back(self, job_id: str, task: asyncio.Task[Any]) -> None:
-        job_task = self.job_tasks.get(job_id)
-        (job_task or task).cancel()
 
     async def _stop_after(self, finishing: list[asyncio.Task[Any]], signum: signal.Signals) -> None:
         if finishing:

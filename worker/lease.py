@@ -131,10 +131,6 @@ class LeaseKeeper:
         lease = self._leases.pop(job_id, None)
         return None if lease is None else lease.lost
 
-    def lost(self, job_id: str) -> LeaseLost | None:
-        lease = self._leases.get(job_id)
-        return None if lease is None else lease.lost
-
     def check(self, job_id: str) -> bool:
         """Whether ``job_id`` may still act (send): its lease was confirmed recently enough.
 
