@@ -6,8 +6,10 @@ names the estimates a pick needs, its combiner turns them into the picked source
 Only the sub-models the requested tracks need are run, chunked and cross-faded as demucs's
 ``apply_model`` does, several chunks per forward pass (``batch_size``), so progress can be
 reported and a job cancelled between chunks, and only the needed sources are accumulated.
-The network may run under autocast (``precision``); the STFT, iSTFT and the cross-fade stay
-float32. Source estimates are cached on disk per (song, model, settings, source).
+The network runs in the separator's ``precision`` (bf16 on CPU: the network held in bf16,
+:mod:`separation.bf16`; elsewhere autocast); the STFT, iSTFT and the cross-fade stay
+float32. Attention runs through :mod:`separation.attention`. Source estimates are cached on
+disk per (song, model, settings, source).
 
 The song streams through: the sub-models advance in lockstep, and each span of the tracks
 goes to its sink (memory, or raw files for :meth:`EnsembleSeparator.separate_to_files`) as
@@ -22,7 +24,7 @@ import hashlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -32,7 +34,9 @@ import torch
 import yaml
 
 from separation import strategies
+from separation.attention import use_pass_attention
 from separation.audio import SAMPLERATE, Audio, RawTrack
+from separation.bf16 import run_network_in_bf16, runs_in_bf16
 from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
 from separation.config import Ensemble, SeparatorConfig, check_precision
 from separation.cpu import has_native_bf16
@@ -53,12 +57,6 @@ _STATS_BLOCK = 1 << 17
 _FLUSH_FRAMES = 10 * SAMPLERATE
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-# Passes running with PyTorch's multi-head attention fast path turned off (see
-# _attention_through_sdpa); the last one out restores the process's setting.
-_sdpa_lock = threading.Lock()
-_sdpa_passes = 0
-_fastpath_before = True
 
 # CPU: batches of 2, 4 and 8 chunks measured no faster than 1 on a 2-core machine (tiny and
 # published shapes, 30 s of music), and each extra chunk holds about 0.5 GB more.
@@ -469,8 +467,9 @@ class EnsembleSeparator:
         per_chunk = _ACTIVATION_BYTES_PER_SAMPLE * segment_length
         return max(1, min(_MAX_BATCH_SIZE, int(free * _DEVICE_MEMORY_SHARE) // per_chunk))
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Autocast for the network's forward pass, or nothing in fp32.
+    def autocast(self, sub_model: Any) -> contextlib.AbstractContextManager[Any]:
+        """Autocast for ``sub_model``'s forward pass; nothing in fp32, or for a network that
+        holds bf16 itself (on CPU, :func:`separation.bf16.run_network_in_bf16`).
 
         HTDemucs computes its STFT and iSTFT inside ``forward``, yet they stay float32 under
         autocast without patching demucs: autocast lowers only matmul- and conv-like ops
@@ -479,7 +478,7 @@ class EnsembleSeparator:
         the iSTFT, which promotes it back to float32 (tests/separation/test_passes.py
         checks the dtypes the spectral ops see)."""
         dtype = _AUTOCAST_DTYPES.get(self.precision)
-        if dtype is None:
+        if dtype is None or runs_in_bf16(sub_model):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
@@ -585,6 +584,10 @@ class EnsembleSeparator:
             # 3-6 % faster per forward pass on the published shapes, outputs equal within
             # 5e-7. Not measured on a GPU yet, so CUDA keeps the default layout.
             sub_model.to(memory_format=torch.channels_last)
+            if self.precision == "bf16":
+                # Not measured on a GPU, so CUDA keeps autocast (its figures were taken so).
+                run_network_in_bf16(sub_model)
+        use_pass_attention(sub_model)
         sub_model.eval()
         return sub_model
 
@@ -640,32 +643,6 @@ class EnsembleSeparator:
 
 
 # -- streaming ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _attention_through_sdpa() -> Iterator[None]:
-    """Self-attention through ``scaled_dot_product_attention`` while the block runs.
-
-    In eval mode ``nn.MultiheadAttention`` sends self-attention (query, key and value the
-    same tensor) down its "fast path", whose CPU kernel materialises every head's full
-    attention matrix (8 x 2688 x 2688 floats per HTDemucs frequency layer) and multiplies it
-    out; the ordinary path calls SDPA's fused kernel, as demucs's cross-attention already
-    does. Measured on the published shapes in float32 on CPU: each forward pass 12 % faster,
-    outputs equal within 4e-7. The switch is process-wide, so it is counted: passes in
-    other threads overlap safely and the last one out restores the setting."""
-    global _sdpa_passes, _fastpath_before
-    with _sdpa_lock:
-        if _sdpa_passes == 0:
-            _fastpath_before = torch.backends.mha.get_fastpath_enabled()
-            torch.backends.mha.set_fastpath_enabled(False)
-        _sdpa_passes += 1
-    try:
-        yield
-    finally:
-        with _sdpa_lock:
-            _sdpa_passes -= 1
-            if _sdpa_passes == 0:
-                torch.backends.mha.set_fastpath_enabled(_fastpath_before)
 
 
 def _checked_mix(audio: Audio) -> np.ndarray:
@@ -857,7 +834,7 @@ class _Pass:
             inputs = inputs.pin_memory().to(separator.device, non_blocking=True)
         else:
             inputs = inputs.to(separator.device)
-        with torch.no_grad(), separator.autocast(), _attention_through_sdpa():
+        with torch.no_grad(), separator.autocast(self._sub_model):
             batch_out = self._sub_model(inputs)
         del inputs
         # A blocking copy back: the accumulators and the cross-fade stay on the host.
