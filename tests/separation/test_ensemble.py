@@ -293,13 +293,33 @@ def test_a_pick_loads_only_the_sub_models_it_runs(model_repo: Path, clip: Audio)
     (six,) = _signatures(model_repo, "htdemucs_6s")
     separator = make_separator(model_repo)
     separator.separate(clip, ["vocals"])
-    # The bag's first sub-model is read for its sources; vocals' runs.
-    assert separator.loaded_sub_models() == {"htdemucs_ft": [drums, vocals]}
+    # The bag's sources are read from its first sub-model's package, which is not built.
+    assert separator.loaded_sub_models() == {"htdemucs_ft": [vocals]}
     separator.separate(clip, list(SOURCES))
     assert separator.loaded_sub_models() == {
         "htdemucs_ft": [drums, bass, vocals],
         "htdemucs_6s": [six],
     }
+
+
+def test_a_bag_whose_first_package_does_not_name_its_sources_builds_it(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    from demucs.states import save_with_checksum
+
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo, repo)
+    drums, _bass, _other, vocals = _signatures(repo, "htdemucs_ft")
+    first = next(repo.glob(f"{drums}-*.th"))
+    package = torch.load(first, map_location="cpu", weights_only=False)
+    kwargs = dict(package["kwargs"])
+    # The sources passed positionally: demucs builds it the same, its kwargs do not say.
+    package = {**package, "args": (kwargs.pop("sources"),), "kwargs": kwargs}
+    first.unlink()
+    save_with_checksum(package, repo / f"{drums}.th")
+    separator = make_separator(repo)
+    assert set(separator.separate(clip, ["vocals"])) == {"vocals", "no_vocals"}
+    assert separator.loaded_sub_models() == {"htdemucs_ft": [drums, vocals]}
 
 
 def test_warm_up_loads_what_some_pick_can_run_and_nothing_else(model_repo: Path) -> None:
