@@ -43,13 +43,19 @@ def blocked_attention(q: Any, k: Any, v: Any, block: int = BLOCK_QUERIES) -> Any
     """
     import torch
 
-    scale = q.shape[-1] ** -0.5
-    out = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
-    key_t = k.transpose(-1, -2)
-    for start in range(0, q.shape[-2], block):
-        scores = torch.matmul(q[..., start : start + block, :] * scale, key_t)
-        torch.matmul(torch.softmax(scores, dim=-1), v, out=out[..., start : start + block, :])
-    return out
+    # Contiguous operands once: the products would otherwise copy their strided views
+    # (the heads are views of the projections) again for every block.
+    scaled = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    torch.mul(q, q.shape[-1] ** -0.5, out=scaled)
+    key_t = k.contiguous().transpose(-1, -2)
+    v = v.contiguous()
+    blocks = [
+        torch.matmul(
+            torch.softmax(torch.matmul(scaled[..., start : start + block, :], key_t), -1), v
+        )
+        for start in range(0, q.shape[-2], block)
+    ]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
 
 
 def use_pass_attention(model: Any) -> int:
