@@ -6,7 +6,11 @@ runs one chunk (the training segment, 7.8 s) of a real excerpt from
 pad it), as our passes run it: eval mode, channels-last weights, self-attention through
 SDPA, no grad, under autocast for bf16. The variants:
 
-  eager     the module's own forward (what separation.ensemble runs today);
+  eager     the module's own forward, under autocast for bf16 (what separation.ensemble
+            ran before it held bf16 networks itself);
+  passes    the module as separation.ensemble places it now: attention through
+            separation/attention.py (SDPA, or blocked bf16 products for bf16 on CPU), and
+            for bf16 the network held in bf16 (separation/bf16.py), no autocast;
   inductor  ``torch.compile`` of the network between the STFT and the iSTFT (the
             magnitude in, the spectral mask and the time branch out; ``_spec``,
             ``_magnitude``, ``_mask`` and ``_ispec`` stay eager, in float32);
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -58,7 +63,7 @@ TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "musdb7
 EXCERPT = "Music Delta - 80s Rock.stem.mp4"
 SONG_S = 240.0
 OVERLAP = 0.25
-VARIANTS = ("eager", "inductor", "freezing", "whole", "onednn")
+VARIANTS = ("eager", "passes", "inductor", "freezing", "whole", "onednn")
 
 
 def network(model: Any) -> Any:
@@ -179,6 +184,20 @@ def build(variant: str, model: Any, precision: str, mix: Any) -> Callable[[], An
         def run() -> Any:
             with torch.no_grad(), autocast():
                 return model(mix)
+
+        return run
+    if variant == "passes":
+        from separation.attention import use_pass_attention
+        from separation.bf16 import run_network_in_bf16
+
+        placed = copy.deepcopy(model)
+        if precision == "bf16":
+            run_network_in_bf16(placed)
+        use_pass_attention(placed)
+
+        def run() -> Any:
+            with torch.no_grad():
+                return placed(mix)
 
         return run
     if variant in ("inductor", "freezing"):

@@ -9,7 +9,10 @@ them with the memory per second of audio and the growth fitted over the lengths.
 songs are made by ffmpeg (not in Python, so they cost the measured process nothing).
 Target: at most 1 MB per second of audio above the models, up to a 60-minute song.
 
-    python bench/memory.py [--minutes 1 10 30 60] [--no-cache]
+    python bench/memory.py [--minutes 1 10 30 60] [--no-cache] [--precision auto|fp32|bf16]
+
+``--precision`` is the separator's (``auto``, the default, is bf16 on a CPU with AVX-512 BF16
+or AMX, as in a worker); each row says which one ran.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(song: Path, models: Path, out: Path, cache: Path | None) -> None:
+def child(song: Path, models: Path, out: Path, cache: Path | None, precision: str) -> None:
     """One measured request; prints a JSON line."""
     import numpy as np
 
     from separation import SAMPLERATE, SOURCES, EnsembleSeparator, SeparatorConfig, decode_audio
     from separation.audio import Audio, AudioInfo, encode_tracks
 
-    separator = EnsembleSeparator(SeparatorConfig(model_repo=models, device="cpu", cache_dir=cache))
+    config = SeparatorConfig(
+        model_repo=models,
+        device="cpu",
+        cache_dir=cache,
+        precision=precision,  # type: ignore[arg-type]
+    )
+    separator = EnsembleSeparator(config)
     separator.warm_up()
     models_mb = _peak_mb()
     noise = np.random.default_rng(0).standard_normal((2, 10 * SAMPLERATE)).astype(np.float32)
@@ -61,6 +70,7 @@ def child(song: Path, models: Path, out: Path, cache: Path | None) -> None:
         json.dumps(
             {
                 "duration_s": audio.duration_s,
+                "precision": separator.precision,
                 "models_mb": models_mb,
                 "warm_mb": warm_mb,
                 "decode_peak_mb": decode_peak_mb,
@@ -78,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 30, 60])
     parser.add_argument("--no-cache", action="store_true", help="measure without the cache")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument(
         "--child", nargs=4, metavar=("SONG", "MODELS", "OUT", "CACHE"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     if args.child:
         song, models, out, cache = args.child
-        child(Path(song), Path(models), Path(out), None if cache == "-" else Path(cache))
+        child(
+            Path(song),
+            Path(models),
+            Path(out),
+            None if cache == "-" else Path(cache),
+            args.precision,
+        )
         return 0
 
     from separation.random_models import write_model_repo
@@ -105,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                     str(models),
                     str(tmp / f"out-{minutes}"),
                     cache,
+                    "--precision",
+                    args.precision,
                 ],
                 capture_output=True,
                 text=True,
@@ -117,16 +136,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        "| song | peak RSS | over models | per audio second | over warm runtime "
+        "| song | precision | peak RSS | over models | per audio second | over warm runtime "
         "| per audio second | decode | separate | encode |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         over_models = row["peak_mb"] - row["models_mb"]
         over_warm = row["peak_mb"] - row["warm_mb"]
         seconds = row["duration_s"]
         print(
-            f"| {seconds / 60:.0f} min | {row['peak_mb']:.0f} MB | {over_models:.0f} MB "
+            f"| {seconds / 60:.0f} min | {row['precision']} | {row['peak_mb']:.0f} MB "
+            f"| {over_models:.0f} MB "
             f"| {over_models / seconds:.2f} MB | {over_warm:.0f} MB | {over_warm / seconds:.2f} MB "
             f"| {row['decode_s']:.1f} s | {row['separate_s']:.1f} s | {row['encode_s']:.1f} s |"
         )
