@@ -295,8 +295,9 @@ def _run(args: argparse.Namespace, precisions: list[str], variants: list[str]) -
     kwargs = PRETRAINED_KWARGS_4 if args.size == "pretrained" else TINY_KWARGS
     torch.manual_seed(0)
     model = HTDemucs(FOUR_SOURCES, **kwargs).eval().to(memory_format=torch.channels_last)
-    # As separation.ensemble's passes: self-attention through SDPA (restored when done: the
-    # tests run this in the process that runs every other test).
+    # Self-attention through SDPA for the module's own forward, as separation.ensemble's
+    # passes ran it before they took separation.attention (restored when done: the tests run
+    # this in the process that runs every other test).
     fastpath_before = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:

@@ -3,10 +3,12 @@
 Autocast lowers convolutions and matrix products to bf16 but leaves everything between them
 (group norms, GLUs, GELUs, residual sums, layer scales) in float32, and converts every
 activation and weight on the way in and out of each lowered op. With the network's weights
-and activations in bf16 those conversions go and the element-wise ops move half the bytes:
-about 8 % off each forward pass on the published shapes on this project's CPU (1.87 s
-against 2.05 s per 7.8 s chunk, blocked attention in both), with estimates 48.0 dB from
-float32's where autocast's are 48.7 dB (random weights; the tests bound the real excerpts).
+and activations in bf16 those conversions go and the element-wise ops move half the bytes.
+Together with the blocked attention (:mod:`separation.attention`), a forward pass of the
+published htdemucs_ft sub-model shape over one 7.8 s chunk took 1.75 s against autocast's
+2.13 s in one run of ``bench/compiled.py --variants eager,passes``; this part alone measured
+2 to 8 % in separate runs on a noisy machine. Estimates of one random-weight chunk were
+48.0 dB from float32's where autocast's were 48.7 dB (the tests bound the real excerpts).
 
 HTDemucs computes its spectrogram and its inverse inside ``forward``, around the network.
 Hooks at the network's edges keep them float32 without patching demucs: the first encoder

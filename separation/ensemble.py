@@ -561,6 +561,9 @@ class EnsembleSeparator:
         except Exception as exc:  # unreadable, not YAML, no list of models
             raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
         reference: list[Any] = []
+        # The bag's sources once known; each sub-model must name the same, in the same
+        # order, or the bag's weights would fall on the wrong stems.
+        bag_sources: list[list[str]] = []
 
         def load_sub_model(index: int) -> Any:
             try:
@@ -568,6 +571,10 @@ class EnsembleSeparator:
                 # demucs's own bag checks the sub-models agree (sources, rate, channels)
                 # and applies the bag's segment to this one, as for a whole bag.
                 BagOfModels([*reference, sub_model], None, bag.get("segment"))
+                if bag_sources and list(sub_model.sources) != bag_sources[0]:
+                    raise ValueError(
+                        f"its sources {list(sub_model.sources)} are not the bag's {bag_sources[0]}"
+                    )
             except Exception as exc:  # demucs raises several kinds; all mean "not available"
                 raise ModelUnavailableError(
                     f"could not load sub-model {signatures[index]} of {name}: {exc}"
@@ -584,6 +591,7 @@ class EnsembleSeparator:
         if sources is None:
             loaded[0] = load_sub_model(0)
             sources = list(loaded[0].sources)
+        bag_sources.append(sources)
         rows = bag.get("weights") or [[1.0] * len(sources) for _ in signatures]
         try:
             weights = [list(map(float, row)) for row in rows]

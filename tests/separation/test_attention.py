@@ -49,14 +49,22 @@ def test_pass_attention_equals_multihead_attention_in_float32() -> None:
 def test_calls_with_masks_or_weights_run_the_original_forward() -> None:
     reference, switched = _attention_pair()
     x = torch.randn(1, 50, 64)
-    mask = torch.zeros(1, 50, dtype=torch.bool)
-    mask[:, 40:] = True
+    padding = torch.zeros(1, 50, dtype=torch.bool)
+    padding[:, 40:] = True
+    causal = torch.triu(torch.ones(50, 50, dtype=torch.bool), diagonal=1)
     with torch.no_grad():
-        want_out, want_weights = reference(x, x, x, key_padding_mask=mask)
-        got_out, got_weights = switched(x, x, x, key_padding_mask=mask)
-    assert got_weights is not None and want_weights is not None
-    torch.testing.assert_close(got_out, want_out)
-    torch.testing.assert_close(got_weights, want_weights)
+        want_out, want_weights = reference(x, x, x, key_padding_mask=padding)
+        got_out, got_weights = switched(x, x, x, key_padding_mask=padding)
+        assert got_weights is not None and want_weights is not None
+        torch.testing.assert_close(got_out, want_out)
+        torch.testing.assert_close(got_weights, want_weights)
+        # Each mask alone, without weights: a kernel that ignored it would differ.
+        for masks in ({"key_padding_mask": padding}, {"attn_mask": causal}):
+            want, _ = reference(x, x, x, need_weights=False, **masks)
+            got, _ = switched(x, x, x, need_weights=False, **masks)
+            unmasked, _ = switched(x, x, x, need_weights=False)
+            torch.testing.assert_close(got, want)
+            assert not torch.allclose(unmasked, want)
 
 
 @pytest.mark.parametrize("queries", [700, 512, 3])
@@ -64,7 +72,7 @@ def test_blocked_attention_equals_sdpa(queries: int) -> None:
     torch.manual_seed(1)
     q, k, v = torch.randn(2, 8, queries, 64), torch.randn(2, 8, 333, 64), torch.randn(2, 8, 333, 48)
     want = F.scaled_dot_product_attention(q, k, v)
-    # A last block shorter than the others (700 = 512 + 188), exactly one block, less than one.
+    # Blocks of 256: a short last block (700 = 2 x 256 + 188), whole blocks, less than one.
     torch.testing.assert_close(blocked_attention(q, k, v), want, rtol=0, atol=1e-5)
     got_bf16 = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert got_bf16.dtype == torch.bfloat16

@@ -322,6 +322,27 @@ def test_a_bag_whose_first_package_does_not_name_its_sources_builds_it(
     assert separator.loaded_sub_models() == {"htdemucs_ft": [drums, vocals]}
 
 
+def test_a_sub_model_naming_other_sources_than_its_bag_is_model_unavailable(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    from demucs.states import save_with_checksum
+
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo, repo)
+    vocals = _signatures(repo, "htdemucs_ft")[3]
+    path = next(repo.glob(f"{vocals}-*.th"))
+    package = torch.load(path, map_location="cpu", weights_only=False)
+    drums, bass, *rest = package["kwargs"]["sources"]
+    # The same shapes, so demucs loads it; the bag's weights would fall on the wrong stems.
+    package = {**package, "kwargs": {**package["kwargs"], "sources": [bass, drums, *rest]}}
+    path.unlink()
+    save_with_checksum(package, repo / f"{vocals}.th")
+    separator = make_separator(repo)
+    with pytest.raises(ModelUnavailableError, match="not the bag's"):
+        separator.separate(clip, ["vocals"])
+    assert set(separator.separate(clip, ["drums"])) == {"drums", "no_drums"}
+
+
 def test_warm_up_loads_what_some_pick_can_run_and_nothing_else(model_repo: Path) -> None:
     drums, bass, other, vocals = _signatures(model_repo, "htdemucs_ft")
     (six,) = _signatures(model_repo, "htdemucs_6s")
