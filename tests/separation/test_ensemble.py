@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -302,21 +304,40 @@ def test_a_pick_loads_only_the_sub_models_it_runs(model_repo: Path, clip: Audio)
     }
 
 
-def test_a_bag_whose_first_package_does_not_name_its_sources_builds_it(
-    model_repo: Path, tmp_path: Path, clip: Audio
-) -> None:
+def _rewrite_package(
+    model_repo: Path, tmp_path: Path, index: int, change: Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[Path, str]:
+    """A copy of ``model_repo`` whose htdemucs_ft sub-model ``index`` is saved again, in
+    demucs's format, as ``change`` makes its package; the copy and that signature."""
     from demucs.states import save_with_checksum
 
     repo = tmp_path / "models"
     shutil.copytree(model_repo, repo)
-    drums, _bass, _other, vocals = _signatures(repo, "htdemucs_ft")
-    first = next(repo.glob(f"{drums}-*.th"))
-    package = torch.load(first, map_location="cpu", weights_only=False)
-    kwargs = dict(package["kwargs"])
+    signature = _signatures(repo, "htdemucs_ft")[index]
+    path = next(repo.glob(f"{signature}-*.th"))
+    package = change(torch.load(path, map_location="cpu", weights_only=False))
+    path.unlink()
+    save_with_checksum(package, repo / f"{signature}.th")
+    return repo, signature
+
+
+def _sources_positional(package: dict[str, Any]) -> dict[str, Any]:
     # The sources passed positionally: demucs builds it the same, its kwargs do not say.
-    package = {**package, "args": (kwargs.pop("sources"),), "kwargs": kwargs}
-    first.unlink()
-    save_with_checksum(package, repo / f"{drums}.th")
+    kwargs = dict(package["kwargs"])
+    return {**package, "args": (kwargs.pop("sources"),), "kwargs": kwargs}
+
+
+def _sources_reordered(package: dict[str, Any]) -> dict[str, Any]:
+    # The same shapes, so demucs loads it; the bag's weights would fall on the wrong stems.
+    drums, bass, *rest = package["kwargs"]["sources"]
+    return {**package, "kwargs": {**package["kwargs"], "sources": [bass, drums, *rest]}}
+
+
+def test_a_bag_whose_first_package_does_not_name_its_sources_builds_it(
+    model_repo: Path, tmp_path: Path, clip: Audio
+) -> None:
+    repo, drums = _rewrite_package(model_repo, tmp_path, 0, _sources_positional)
+    vocals = _signatures(repo, "htdemucs_ft")[3]
     separator = make_separator(repo)
     assert set(separator.separate(clip, ["vocals"])) == {"vocals", "no_vocals"}
     assert separator.loaded_sub_models() == {"htdemucs_ft": [drums, vocals]}
@@ -325,18 +346,7 @@ def test_a_bag_whose_first_package_does_not_name_its_sources_builds_it(
 def test_a_sub_model_naming_other_sources_than_its_bag_is_model_unavailable(
     model_repo: Path, tmp_path: Path, clip: Audio
 ) -> None:
-    from demucs.states import save_with_checksum
-
-    repo = tmp_path / "models"
-    shutil.copytree(model_repo, repo)
-    vocals = _signatures(repo, "htdemucs_ft")[3]
-    path = next(repo.glob(f"{vocals}-*.th"))
-    package = torch.load(path, map_location="cpu", weights_only=False)
-    drums, bass, *rest = package["kwargs"]["sources"]
-    # The same shapes, so demucs loads it; the bag's weights would fall on the wrong stems.
-    package = {**package, "kwargs": {**package["kwargs"], "sources": [bass, drums, *rest]}}
-    path.unlink()
-    save_with_checksum(package, repo / f"{vocals}.th")
+    repo, _vocals = _rewrite_package(model_repo, tmp_path, 3, _sources_reordered)
     separator = make_separator(repo)
     with pytest.raises(ModelUnavailableError, match="not the bag's"):
         separator.separate(clip, ["vocals"])
