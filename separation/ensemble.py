@@ -563,7 +563,7 @@ class EnsembleSeparator:
         reference: list[Any] = []
         # The bag's sources once known; each sub-model must name the same, in the same
         # order, or the bag's weights would fall on the wrong stems.
-        bag_sources: list[list[str]] = []
+        bag_sources: list[str] = []
 
         def load_sub_model(index: int) -> Any:
             try:
@@ -571,9 +571,9 @@ class EnsembleSeparator:
                 # demucs's own bag checks the sub-models agree (sources, rate, channels)
                 # and applies the bag's segment to this one, as for a whole bag.
                 BagOfModels([*reference, sub_model], None, bag.get("segment"))
-                if bag_sources and list(sub_model.sources) != bag_sources[0]:
+                if bag_sources and list(sub_model.sources) != bag_sources:
                     raise ValueError(
-                        f"its sources {list(sub_model.sources)} are not the bag's {bag_sources[0]}"
+                        f"its sources {list(sub_model.sources)} are not the bag's {bag_sources}"
                     )
             except Exception as exc:  # demucs raises several kinds; all mean "not available"
                 raise ModelUnavailableError(
@@ -591,7 +591,7 @@ class EnsembleSeparator:
         if sources is None:
             loaded[0] = load_sub_model(0)
             sources = list(loaded[0].sources)
-        bag_sources.append(sources)
+        bag_sources.extend(sources)
         rows = bag.get("weights") or [[1.0] * len(sources) for _ in signatures]
         try:
             weights = [list(map(float, row)) for row in rows]
