@@ -42,6 +42,7 @@ from separation.config import Ensemble, SeparatorConfig, check_precision
 from separation.cpu import has_native_bf16
 from separation.errors import ModelUnavailableError, SeparationCancelled
 from separation.mixing import assemble_tracks
+from separation.spectral import use_lean_ispec
 from separation.tracks import plan_tracks
 
 logger = logging.getLogger(__name__)
@@ -615,6 +616,9 @@ class EnsembleSeparator:
             if self.precision == "bf16":
                 # Not measured on a GPU, so CUDA keeps autocast (its figures were taken so).
                 run_network_in_bf16(sub_model)
+            # A pass's largest transient; CUDA sizes its batches by a per-sample activation
+            # size measured without this, so it keeps demucs's one-call inverse.
+            use_lean_ispec(sub_model)
         use_pass_attention(sub_model)
         sub_model.eval()
         return sub_model
