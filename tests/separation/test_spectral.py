@@ -1,5 +1,5 @@
-"""The lean inverse spectrogram (separation/spectral.py): demucs's samples, one source's
-inverse transform at a time."""
+"""The lean mask and inverse spectrogram (separation/spectral.py): demucs's samples, one
+source's inverse transform at a time."""
 
 from __future__ import annotations
 
@@ -65,6 +65,18 @@ def test_lean_inverse_gives_demucs_samples_one_source_at_a_time(
     assert got_signals == [2] * len(sources), "one source (two channels) per call"
     assert got.shape == want.shape and got.dtype == want.dtype == torch.float32
     # Each signal's inverse is its own: measured bit-equal here.
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_a_model_without_complex_as_channels_keeps_demucs_mask() -> None:
+    torch.manual_seed(4)
+    reference = HTDemucs(FOUR_SOURCES, **{**TINY_KWARGS, "cac": False}).eval()
+    lean = copy.deepcopy(reference)
+    assert use_lean_ispec(lean)
+    mix = torch.from_numpy(music_like(7.0)).unsqueeze(0)
+    want, _ = _run(reference, mix)
+    got, got_signals = _run(lean, mix)
+    assert got_signals == [2] * len(FOUR_SOURCES)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
