@@ -11,11 +11,13 @@ published htdemucs_ft sub-model shape over one 7.8 s chunk took 1.75 s against a
 48.0 dB from float32's where autocast's were 48.7 dB (the tests bound the real excerpts).
 
 HTDemucs computes its spectrogram and its inverse inside ``forward``, around the network.
-Hooks at the network's edges keep them float32 without patching demucs: the first encoder
+Hooks at the network's inputs keep them float32 without patching demucs: the first encoder
 layer of each branch takes its input in bf16; the transformer's layers take theirs in bf16
-(its positional embedding is float32, so the sum before the first layer is); the last
-decoder layer of each branch hands its output on in float32, which the mask and the iSTFT
-read.
+(its positional embedding is float32, so the sum before the first layer is). The last
+decoder layer of each branch hands on bf16, and ``forward`` rescales it at once by the
+input's float32 statistics, which promotes it to float32 exactly as converting it first
+would (bf16 widens to float32 without rounding), without a float32 copy beside the bf16
+one; the mask and the iSTFT read float32.
 
 Importing this module does not import torch.
 """
@@ -53,8 +55,6 @@ def run_network_in_bf16(model: Any) -> bool:
     if transformer is not None:
         for layer in [*transformer.layers, *transformer.layers_t]:
             layer.register_forward_pre_hook(_inputs_to_bf16)
-    for last in (model.decoder[-1], model.tdecoder[-1]):
-        last.register_forward_hook(_output_to_float32)
     setattr(model, _MARK, True)
     return True
 
@@ -78,10 +78,3 @@ def _inputs_to_bf16(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         arg.to(torch.bfloat16) if isinstance(arg, torch.Tensor) and arg.is_floating_point() else arg
         for arg in args
     )
-
-
-def _output_to_float32(_module: Any, _args: tuple[Any, ...], output: Any) -> Any:
-    # HTDemucs's decoder layers return (output, pre-activation); only the output goes on.
-    if isinstance(output, tuple):
-        return (output[0].float(), *output[1:])
-    return output.float()
