@@ -8,9 +8,11 @@ SDPA, no grad, under autocast for bf16. The variants:
 
   eager     the module's own forward, under autocast for bf16 (what separation.ensemble
             ran before it held bf16 networks itself);
-  passes    the module as separation.ensemble places it now: attention through
-            separation/attention.py (SDPA, or blocked bf16 products for bf16 on CPU), and
-            for bf16 the network held in bf16 (separation/bf16.py), no autocast;
+  passes    the module as separation.ensemble places and runs it now: attention through
+            separation/attention.py (SDPA, or blocked bf16 products for bf16 on CPU), for
+            bf16 the network held in bf16 (separation/bf16.py), no autocast, the inverse
+            spectrogram a source at a time (separation/spectral.py), the pass's large
+            blocks reused from the heap (separation/heap.py);
   inductor  ``torch.compile`` of the network between the STFT and the iSTFT (the
             magnitude in, the spectral mask and the time branch out; ``_spec``,
             ``_magnitude``, ``_mask`` and ``_ispec`` stay eager, in float32);
@@ -189,14 +191,17 @@ def build(variant: str, model: Any, precision: str, mix: Any) -> Callable[[], An
     if variant == "passes":
         from separation.attention import use_pass_attention
         from separation.bf16 import run_network_in_bf16
+        from separation.heap import activations_on_heap
+        from separation.spectral import use_lean_ispec
 
         placed = copy.deepcopy(model)
         if precision == "bf16":
             run_network_in_bf16(placed)
         use_pass_attention(placed)
+        use_lean_ispec(placed)
 
         def run() -> Any:
-            with torch.no_grad():
+            with torch.no_grad(), activations_on_heap():
                 return placed(mix)
 
         return run

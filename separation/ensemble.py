@@ -41,6 +41,7 @@ from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
 from separation.config import Ensemble, SeparatorConfig, check_precision
 from separation.cpu import has_native_bf16
 from separation.errors import ModelUnavailableError, SeparationCancelled
+from separation.heap import activations_on_heap
 from separation.mixing import assemble_tracks
 from separation.spectral import use_lean_ispec
 from separation.tracks import plan_tracks
@@ -866,7 +867,8 @@ class _Pass:
             inputs = inputs.pin_memory().to(separator.device, non_blocking=True)
         else:
             inputs = inputs.to(separator.device)
-        with torch.no_grad(), separator.autocast(self._sub_model):
+        heap = activations_on_heap() if separator.device.type == "cpu" else contextlib.nullcontext()
+        with torch.no_grad(), separator.autocast(self._sub_model), heap:
             batch_out = self._sub_model(inputs)
         del inputs
         # A blocking copy back: the accumulators and the cross-fade stay on the host.
