@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import logging
+import mmap
 import os
 import subprocess
 import tempfile
@@ -43,8 +44,8 @@ DECODE_TIMEOUT_BASE_S = 30.0
 DECODE_TIMEOUT_PER_AUDIO_S = 0.2
 # ffmpeg stops this far past the duration limit, so "longer than the limit" is seen.
 _OVER_LIMIT_MARGIN_S = 1.0
-# Bytes per block read from the decoder: above glibc's largest mmap threshold (32 MiB), so
-# each block is its own mapping, returned to the system when freed.
+# Bytes per block read from the decoder, each in a mapping of its own (_mapped_empty),
+# returned to the system when freed.
 _DECODE_BLOCK_BYTES = 64 << 20
 # Samples per block written to an encoder (about 1.5 s).
 _ENCODE_BLOCK = 1 << 16
@@ -201,6 +202,16 @@ def _run_bounded(
         raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s") from exc
 
 
+def _mapped_empty(count: int) -> np.ndarray:
+    """An uninitialised float32 array of ``count`` samples in an anonymous mapping of its
+    own: returned to the system when its last view goes, and never in malloc's heap, which
+    keeps the passes' working set (:mod:`separation.heap`) and may have ``mmap`` off while
+    another job's pass runs."""
+    if count == 0:
+        return np.empty(0, dtype=np.float32)
+    return np.frombuffer(mmap.mmap(-1, 4 * count), dtype=np.float32)
+
+
 def _decode_pcm(
     cmd: list[str], *, channels: int, timeout_s: float, path: Path
 ) -> tuple[int, bytes, np.ndarray | None]:
@@ -231,7 +242,7 @@ def _decode_pcm(
             reader = process.stdout
             assert isinstance(reader, io.BufferedReader)
             while True:
-                block = np.empty(_DECODE_BLOCK_BYTES // 4, dtype=np.float32)
+                block = _mapped_empty(_DECODE_BLOCK_BYTES // 4)
                 view = block.data.cast("B")
                 filled = 0
                 while filled < len(view) and (got := reader.readinto(view[filled:])):
@@ -255,7 +266,7 @@ def _decode_pcm(
         errors.seek(0)
         stderr = errors.read()
     frames = sum(filled for _, filled in blocks) // (4 * channels)
-    samples = np.empty((2, frames), dtype=np.float32)
+    samples = _mapped_empty(2 * frames).reshape(2, frames)
     at = 0
     while blocks:
         block, filled = blocks.pop(0)

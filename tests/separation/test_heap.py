@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from separation import EnsembleSeparator
+from separation import EnsembleSeparator, decode_audio
 from separation.heap import activations_on_heap
 from tests.separation.conftest import audio_of
-from tests.support.audio import music_like
+from tests.support.audio import make_song, music_like
 
 BLOCK_BYTES = 96 << 20  # above glibc's largest mmap threshold (32 MiB)
 
@@ -108,3 +109,15 @@ def test_cpu_passes_run_on_the_heap(separator: EnsembleSeparator) -> None:
         handle.remove()
     assert seen and not any(seen), "every forward pass ran with mmap off"
     assert _block_is_mapped(), "and mmap is back on after the request"
+
+
+def test_a_song_decoded_while_a_pass_runs_stays_out_of_the_heap(tmp_path: Path) -> None:
+    mallinfo2 = _mallinfo2()
+    path = make_song(tmp_path / "minute.wav", seconds=60.0)
+    song_bytes = 2 * 60 * 44100 * 4
+    with activations_on_heap():  # as when a worker decodes the next job during a pass
+        before = int(mallinfo2().uordblks)
+        audio = decode_audio(path)
+        in_heap = int(mallinfo2().uordblks) - before
+    assert audio.samples.nbytes == song_bytes
+    assert in_heap < song_bytes // 4, f"{in_heap} bytes of a {song_bytes}-byte song in the heap"
