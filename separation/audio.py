@@ -209,7 +209,9 @@ def _mapped_empty(count: int) -> np.ndarray:
     another job's pass runs."""
     if count == 0:
         return np.empty(0, dtype=np.float32)
-    return np.frombuffer(mmap.mmap(-1, 4 * count), dtype=np.float32)
+    # Private: a shared anonymous mapping is shmem, and a forked child would write into it.
+    mapping = mmap.mmap(-1, 4 * count, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(mapping, dtype=np.float32)
 
 
 def _decode_pcm(
