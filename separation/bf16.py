@@ -16,8 +16,9 @@ layer of each branch takes its input in bf16; the transformer's layers take thei
 (its positional embedding is float32, so the sum before the first layer is). The last
 decoder layer of each branch hands on bf16, and ``forward`` rescales it at once by the
 input's float32 statistics, which promotes it to float32 exactly as converting it first
-would (bf16 widens to float32 without rounding), without a float32 copy beside the bf16
-one; the mask and the iSTFT read float32.
+would (bf16 widens to float32 without rounding); the mask and the iSTFT read float32. The
+float32 copy that a cast in a hook kept beside the rescaled output is gone; the product's
+own float32 temporary remains.
 
 Importing this module does not import torch.
 """

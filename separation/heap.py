@@ -1,21 +1,27 @@
 """Forward passes whose freed activations are reused from the heap, not unmapped (glibc).
 
 glibc's malloc serves every block of 32 MiB or more (the ceiling of its dynamic threshold)
-with a fresh ``mmap`` and unmaps it when freed, so each such activation of a forward pass
-faults in new zeroed pages: the pretrained HTDemucs shapes have tens of them per chunk
-(one 48-channel frequency-layer activation is 66 MB in bf16). On this project's 2-core
-machine, with ``mmap`` off during the passes and the heap's top never trimmed, one 7.8 s
-chunk of the htdemucs_ft sub-model shape took 1.44 s against 1.65 s in bf16 (the freed
-blocks are reused, already mapped), where tcmalloc gave 1.50 s and jemalloc's defaults 2.8 s
-(``LD_PRELOAD``, same script; ``bench/compiled.py --variants passes`` measures ours). A fixed
-mmap threshold of 8 MiB, which returns more memory, cost half as much time again (2.5 s).
+with a fresh ``mmap`` and unmaps it when freed, and trims the heap's free top, so each
+forward pass faults in its large activations again: the pretrained HTDemucs shapes have
+tens of them per chunk (one 48-channel frequency-layer activation is 66 MB in bf16). In one
+run of ``python bench/heap.py`` on this project's 2-core machine (each setting in its own
+process, in turn), one 7.8 s chunk of the htdemucs_ft sub-model shape in bf16 took 1.40 s
+with this module's settings against 1.56 s without (0.90x) with the passes on the main
+thread, as ``demix separate`` runs them, and 1.54 s against 1.64 s (0.94x) on a thread of
+their own, as the worker runs them (glibc gives that thread an arena of its own, whose
+blocks over 64 MiB are mapped anyway). Earlier one-off runs: tcmalloc 1.50 s, jemalloc's
+defaults 2.8 s (``LD_PRELOAD``), and a fixed 8 MiB threshold, which returns more memory,
+2.5 s.
 
 :func:`activations_on_heap` turns ``mmap`` off only while a pass runs. Outside the passes,
-a large buffer (a song's decoded samples, a track read whole) is served from the heap's
-free space when it fits there, else by a mapping of its own, returned when freed, so a long
-song does not grow the heap. The heap keeps the largest working set of a pass between
-passes: what the next one needs. Process-wide, since malloc is; where the C
-library has no ``mallopt`` (macOS, Windows) nothing changes.
+a large buffer (a track read whole) is served from the heap's free space when it fits
+there, else by a mapping of its own, returned when freed; a decoded song always has its
+own (:mod:`separation.audio`), so a long song does not grow the heap. The heap keeps the
+largest working set of the passes between them, for the next: with the tiny test models
+about 460 MB over the loaded models after a 10-second six-track request, twice the
+tensors' peak, since glibc splits the freed blocks of one sub-model's shapes for the
+other's. Process-wide, since malloc is; where the C library has no ``mallopt`` (macOS,
+Windows) nothing changes.
 
 Importing this module does not import torch.
 """
@@ -65,8 +71,11 @@ def activations_on_heap() -> Iterator[None]:
     back to) the heap; nested or concurrent blocks share one switch, turned back on when
     the last ends.
 
+    The first block also sets, for good, a fixed 32 MiB mmap threshold and a 1 GiB trim
+    threshold (the heap keeps what the passes freed, for the next pass).
+
     Yields:
-        Nothing; the allocator's settings are restored (``mmap`` on) on exit.
+        Nothing; ``mmap`` is on again when the last block exits.
     """
     global _inside, _configured
     mallopt = _mallopt()
