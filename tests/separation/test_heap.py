@@ -56,7 +56,7 @@ def _block_is_mapped() -> bool:
     info = _mallinfo2()()
     size = BLOCK_BYTES + int(info.fordblks)
     before = int(info.hblkhd)
-    block = np.ones(size // 8)  # written, so it is really allocated
+    block = np.empty(size // 8)  # never written: malloc maps or extends, nothing resident
     mapped = _mapped_by_malloc() - before >= size
     del block
     return mapped

@@ -64,8 +64,7 @@ def test_lean_inverse_gives_demucs_samples_one_source_at_a_time(
     assert want_signals == [2 * len(sources)], "demucs inverts every source in one call"
     assert got_signals == [2] * len(sources), "one source (two channels) per call"
     assert got.shape == want.shape and got.dtype == want.dtype == torch.float32
-    # Each signal's inverse is its own: measured bit-equal here.
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(got, want), "each signal's inverse is its own: bit-equal"
 
 
 def test_a_model_without_complex_as_channels_keeps_demucs_mask() -> None:
@@ -77,7 +76,7 @@ def test_a_model_without_complex_as_channels_keeps_demucs_mask() -> None:
     want, _ = _run(reference, mix)
     got, got_signals = _run(lean, mix)
     assert got_signals == [2] * len(FOUR_SOURCES)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(got, want)
 
 
 def test_only_an_htdemucs_is_switched() -> None:
