@@ -44,7 +44,9 @@ def test_the_faults_benchmark_kills_workers_and_every_job_resumes_and_delivers_o
     command = [
         sys.executable,
         str(REPO / "bench" / "faults.py"),
-        *("--jobs", str(JOBS), "--lease", str(LEASE_S), "--window", "2", "--seconds", "2"),
+        # Kill points within half a second of the claim: since the passes reuse their heap,
+        # a job on tiny models (2 s song) can end within 2 s, before a later point.
+        *("--jobs", str(JOBS), "--lease", str(LEASE_S), "--window", "0.5", "--seconds", "2"),
         # Both jobs at once (a worker may hold both): one restart, not two, in the test.
         *("--max-jobs", "2"),
         # No upload latency: a kill that lands mid-upload would be the ledger's stated window
@@ -60,7 +62,7 @@ def test_the_faults_benchmark_kills_workers_and_every_job_resumes_and_delivers_o
 
     assert report["ok"] is True and report["problems"] == []
     assert report["setup"]["lease_s"] == LEASE_S and report["setup"]["jobs"] == JOBS
-    # Each job's point came while it ran (it is killed at most 2 s after its claim, far
+    # Each job's point came while it ran (it is killed at most 0.5 s after its claim,
     # sooner than a job ends on tiny models), so there was at least one kill.
     assert report["kills"] >= 1
     assert len(report["kill_log"]) == report["kills"]
