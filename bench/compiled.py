@@ -8,7 +8,8 @@ SDPA, no grad, under autocast for bf16. The variants:
 
   eager     the module's own forward, under autocast for bf16 (what separation.ensemble
             ran before it held bf16 networks itself);
-  passes    the module as separation.ensemble places and runs it now: attention through
+  passes    the module as separation.ensemble places and runs it now
+            (``place_sub_model``, each pass on the heap): attention through
             separation/attention.py (SDPA, or blocked bf16 products for bf16 on CPU), for
             bf16 the network held in bf16 (separation/bf16.py), no autocast, the inverse
             spectrogram a source at a time (separation/spectral.py), the pass's large
@@ -189,16 +190,10 @@ def build(variant: str, model: Any, precision: str, mix: Any) -> Callable[[], An
 
         return run
     if variant == "passes":
-        from separation.attention import use_pass_attention
-        from separation.bf16 import run_network_in_bf16
+        from separation.ensemble import place_sub_model
         from separation.heap import activations_on_heap
-        from separation.spectral import use_lean_ispec
 
-        placed = copy.deepcopy(model)
-        if precision == "bf16":
-            run_network_in_bf16(placed)
-        use_pass_attention(placed)
-        use_lean_ispec(placed)
+        placed = place_sub_model(copy.deepcopy(model), torch.device("cpu"), precision)
 
         def run() -> Any:
             with torch.no_grad(), activations_on_heap():

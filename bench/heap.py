@@ -54,19 +54,13 @@ def child(size: str, precision: str, rounds: int, heap: bool, thread: bool) -> d
     import torch
     from demucs.htdemucs import HTDemucs
 
-    from separation.attention import use_pass_attention
-    from separation.bf16 import run_network_in_bf16
+    from separation.ensemble import place_sub_model
     from separation.heap import activations_on_heap
     from separation.random_models import FOUR_SOURCES, PRETRAINED_KWARGS_4, TINY_KWARGS
-    from separation.spectral import use_lean_ispec
 
     torch.manual_seed(0)
     kwargs = PRETRAINED_KWARGS_4 if size == "pretrained" else TINY_KWARGS
-    model = HTDemucs(FOUR_SOURCES, **kwargs).eval().to(memory_format=torch.channels_last)
-    if precision == "bf16":
-        run_network_in_bf16(model)
-    use_pass_attention(model)
-    use_lean_ispec(model)
+    model = place_sub_model(HTDemucs(FOUR_SOURCES, **kwargs), torch.device("cpu"), precision)
     mix = torch.randn(1, 2, int(model.samplerate * float(model.segment)))
     built_mb = _rss_mb()
     seconds: list[float] = []

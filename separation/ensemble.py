@@ -116,6 +116,36 @@ def resolve_precision(
     return precision
 
 
+def place_sub_model(sub_model: Any, device: torch.device, precision: str) -> Any:
+    """Put a loaded sub-model on ``device``, in eval mode, in the layout and precision our
+    passes run it in (the benchmarks place theirs with this too).
+
+    Args:
+        sub_model: a loaded demucs model (an HTDemucs, or another kind, left in its class).
+        device: where it runs.
+        precision: ``"fp32"`` or ``"bf16"`` (as :func:`resolve_precision` gives it); bf16
+            on CPU holds an HTDemucs's network in bf16, elsewhere autocast does it.
+
+    Returns:
+        ``sub_model``, changed in place.
+    """
+    sub_model.to(device)
+    if device.type == "cpu":
+        # oneDNN's 2-D convolutions skip a layout reorder with channels-last weights:
+        # 3-6 % faster per forward pass on the published shapes, outputs equal within
+        # 5e-7. Not measured on a GPU yet, so CUDA keeps the default layout.
+        sub_model.to(memory_format=torch.channels_last)
+        if precision == "bf16":
+            # Not measured on a GPU, so CUDA keeps autocast (its figures were taken so).
+            run_network_in_bf16(sub_model)
+        # A pass's largest transient; CUDA sizes its batches by a per-sample activation
+        # size measured without this, so it keeps demucs's one-call inverse.
+        use_lean_ispec(sub_model)
+    use_pass_attention(sub_model)
+    sub_model.eval()
+    return sub_model
+
+
 def _package_sources(model_repo: Any, signature: str) -> list[str] | None:
     """The sources a sub-model's package names, read without building the model (its
     tensors stay on disk, memory-mapped): 0.02 s where loading it takes about 0.6 s. None
@@ -608,21 +638,7 @@ class EnsembleSeparator:
 
     def _placed(self, sub_model: Any) -> Any:
         """A loaded sub-model on the device, in eval mode, in the layout its passes use."""
-        sub_model.to(self.device)
-        if self.device.type == "cpu":
-            # oneDNN's 2-D convolutions skip a layout reorder with channels-last weights:
-            # 3-6 % faster per forward pass on the published shapes, outputs equal within
-            # 5e-7. Not measured on a GPU yet, so CUDA keeps the default layout.
-            sub_model.to(memory_format=torch.channels_last)
-            if self.precision == "bf16":
-                # Not measured on a GPU, so CUDA keeps autocast (its figures were taken so).
-                run_network_in_bf16(sub_model)
-            # A pass's largest transient; CUDA sizes its batches by a per-sample activation
-            # size measured without this, so it keeps demucs's one-call inverse.
-            use_lean_ispec(sub_model)
-        use_pass_attention(sub_model)
-        sub_model.eval()
-        return sub_model
+        return place_sub_model(sub_model, self.device, self.precision)
 
     def _identity(self, name: str) -> str:
         """What identifies a model's weights, read without loading them (for cache keys)."""
