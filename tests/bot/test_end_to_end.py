@@ -527,14 +527,10 @@ async def test_worker_stopped_mid_job_and_restarted_delivers_exactly_once(
         ]
         ratings = [m for m in fake_bot_api.chat_messages(USER) if RATING_PROMPT in m.content]
         assert len(ratings) == 1
-        # The job really ran twice. The first worker's getFile is recorded when the fake
-        # server finishes answering it (after its latency), which can be after the job is
-        # done, so wait for it rather than count at once.
-        await async_wait_until(
-            lambda: len(fake_bot_api.calls("getFile")) >= 2,
-            timeout=10,
-            what="both workers' getFile calls",
-        )
+        # The job really ran twice: both workers asked for the file. Counted as requests
+        # arrive: the first worker's was still under its latency when that worker stopped,
+        # and the server may never finish answering a client that has gone.
+        assert fake_bot_api.arrived("getFile") >= 2
 
 
 async def test_redis_killed_and_restarted_mid_job_the_song_arrives_and_is_recorded(
