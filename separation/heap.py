@@ -49,12 +49,12 @@ TRIM_THRESHOLD = 1 << 30
 
 _lock = threading.Lock()
 _inside = 0
-_configured = False
 
 
 @functools.cache
 def _mallopt() -> Callable[[int, int], int] | None:
-    """The C library's ``mallopt``, or None where it has none."""
+    """The C library's ``mallopt``, with the thresholds that hold for good set once; None
+    where the library has no ``mallopt``."""
     try:
         # The process's own symbols: its C library's on Linux and macOS.
         mallopt = ctypes.CDLL(None).mallopt
@@ -62,6 +62,8 @@ def _mallopt() -> Callable[[int, int], int] | None:
         return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     return mallopt
 
 
@@ -77,16 +79,13 @@ def activations_on_heap() -> Iterator[None]:
     Yields:
         Nothing; ``mmap`` is on again when the last block exits.
     """
-    global _inside, _configured
-    mallopt = _mallopt()
+    global _inside
+    with _lock:
+        mallopt = _mallopt()  # under the lock: the thresholds are set once
     if mallopt is None:
         yield
         return
     with _lock:
-        if not _configured:
-            mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-            mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-            _configured = True
         if _inside == 0:
             mallopt(M_MMAP_MAX, 0)
         _inside += 1

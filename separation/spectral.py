@@ -18,6 +18,7 @@ Importing this module does not import torch; :func:`use_lean_ispec` does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -43,16 +44,11 @@ def use_lean_ispec(model: Any) -> bool:
     return True
 
 
-_CLASS: Any = None
-
-
+@functools.cache
 def _lean_class() -> Any:
     """:class:`LeanSpectralHTDemucs`, defined on first use so that importing this module does
     not import torch or demucs."""
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _define_lean_class()
-    return _CLASS
+    return _define_lean_class()
 
 
 def _define_lean_class() -> Any:
