@@ -561,8 +561,15 @@ class EnsembleSeparator:
         from demucs.apply import BagOfModels
         from demucs.pretrained import get_model
 
+        from separation.loading import skip_random_init
+
         try:
-            model: Any = get_model(name, repo=repo)
+            # No random weights drawn: demucs's set_state loads each package's state with
+            # a strict load_state_dict, so every parameter (HTDemucs has no buffers) is
+            # the checkpoint's or the load raises (a diffq-quantized package needs diffq,
+            # not installed).
+            with skip_random_init():
+                model: Any = get_model(name, repo=repo)
         except Exception as exc:  # demucs raises several kinds; all mean "not available"
             raise ModelUnavailableError(f"could not load model {name}: {exc}") from exc
         if isinstance(model, BagOfModels):
@@ -586,6 +593,8 @@ class EnsembleSeparator:
         from demucs.apply import BagOfModels
         from demucs.repo import LocalRepo
 
+        from separation.loading import skip_random_init
+
         try:
             bag = yaml.safe_load((repo / f"{name}.yaml").read_text())
             signatures = [str(sig) for sig in bag["models"]]
@@ -599,7 +608,10 @@ class EnsembleSeparator:
 
         def load_sub_model(index: int) -> Any:
             try:
-                sub_model = model_repo.get_model(signatures[index])
+                # No random weights drawn: every parameter is the checkpoint's (see
+                # _load_whole).
+                with skip_random_init():
+                    sub_model = model_repo.get_model(signatures[index])
                 # demucs's own bag checks the sub-models agree (sources, rate, channels)
                 # and applies the bag's segment to this one, as for a whole bag.
                 BagOfModels([*reference, sub_model], None, bag.get("segment"))
