@@ -3,8 +3,10 @@ random weights for it (what Hugging Face transformers' ``no_init_weights`` does)
 
 demucs's ``load_model`` builds the module (``HTDemucs(**kwargs)``), whose layers fill
 their parameters through :mod:`torch.nn.init` (``kaiming_uniform_``, ``uniform_``,
-``xavier_uniform_``, ...), and then loads the checkpoint over all of them: on the
-published shape the random draw is about 0.3 s per sub-model, thrown away.
+``xavier_uniform_``, ...) and whose constructor then rescales every convolution's random
+weights by their standard deviation (demucs's ``rescale_module``), and then loads the
+checkpoint over all of them: work thrown away, on the published shape more of it in the
+rescaling than in the draw.
 
 torch is imported only when the context is entered, so importing this module stays cheap.
 """
@@ -66,6 +68,10 @@ PATCHED_MODULES = (
     "torch.nn.modules.sparse",
 )
 
+# demucs's models rescale their freshly drawn convolution weights in __init__ with
+# ``rescale_module``, which each model module imported by name.
+DEMUCS_RESCALING_MODULES = ("demucs.demucs", "demucs.hdemucs", "demucs.htdemucs")
+
 _lock = threading.Lock()
 _depth = 0  # contexts open now, over all threads
 _replaced: list[tuple[Any, str, Any]] = []  # (module, attribute, original function)
@@ -74,6 +80,11 @@ _replaced: list[tuple[Any, str, Any]] = []  # (module, attribute, original funct
 def _left_as_it_is(tensor: Any, *args: Any, **kwargs: Any) -> Any:
     """An init function that fills nothing and returns its tensor, as the real ones do."""
     return tensor
+
+
+def _not_rescaled(module: Any, reference: float) -> None:
+    """demucs's ``rescale_module``, doing nothing: the weights it would scale are all
+    about to be loaded."""
 
 
 def _patch() -> None:
@@ -90,6 +101,15 @@ def _patch() -> None:
             if getattr(module, name, None) is original:
                 _replaced.append((module, name, original))
                 setattr(module, name, _left_as_it_is)
+    try:
+        modules = [importlib.import_module(name) for name in DEMUCS_RESCALING_MODULES]
+    except ImportError:  # no demucs: nothing of it to skip
+        return
+    rescale_module = modules[0].rescale_module  # demucs.demucs defines it
+    for module in modules:
+        if getattr(module, "rescale_module", None) is rescale_module:
+            _replaced.append((module, "rescale_module", rescale_module))
+            module.rescale_module = _not_rescaled
 
 
 def _restore() -> None:
@@ -106,7 +126,9 @@ def skip_random_init() -> Iterator[None]:
 
     Every function of :mod:`torch.nn.init` that fills a tensor (``INIT_FUNCTIONS``) is
     replaced by one that returns its tensor untouched, in ``torch.nn.init`` and in the
-    torch layer modules that imported it by name (``PATCHED_MODULES``). On leaving the
+    torch layer modules that imported it by name (``PATCHED_MODULES``); so is demucs's
+    ``rescale_module``, by which its models' constructors rescale those random weights
+    (in ``DEMUCS_RESCALING_MODULES``, where demucs is installed). On leaving the
     context, also by an exception, the very same function objects are put back.
 
     The effect is process-wide, not per thread: while a context is open, any thread that

@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import demucs.demucs
+import demucs.htdemucs
 import pytest
 import torch
 from demucs.pretrained import get_model
@@ -32,6 +34,8 @@ def _init_functions() -> dict[tuple[str, str], Any]:
         for name in separation.loading.INIT_FUNCTIONS:
             if hasattr(module, name):
                 found[module_name, name] = getattr(module, name)
+    for module_name in separation.loading.DEMUCS_RESCALING_MODULES:
+        found[module_name, "rescale_module"] = _module(module_name).rescale_module
     return found
 
 
@@ -50,6 +54,7 @@ def test_initialisers_fill_nothing_inside_and_are_restored_after() -> None:
     before = _init_functions()
     # MultiheadAttention's initialisers are bound by name in torch.nn.modules.activation.
     assert ("torch.nn.modules.activation", "xavier_uniform_") in before
+    assert before["demucs.htdemucs", "rescale_module"] is demucs.demucs.rescale_module
     tensor = torch.full((4, 5), 7.0)
     with skip_random_init():
         assert TORCH_INIT.normal_(tensor) is tensor
@@ -61,10 +66,15 @@ def test_initialisers_fill_nothing_inside_and_are_restored_after() -> None:
         attention = torch.nn.MultiheadAttention(4, 2)
         attention.in_proj_weight.data.fill_(3.0)
         attention._reset_parameters()
+        # demucs's constructors rescale the convolutions' random weights.
+        convolutions = torch.nn.Sequential(torch.nn.Conv1d(4, 4, 3))
+        convolutions[0].weight.data.fill_(3.0)
+        demucs.htdemucs.rescale_module(convolutions, reference=0.1)
         assert all(getattr(_module(m), n) is not f for (m, n), f in before.items())
     assert torch.equal(tensor, torch.full((4, 5), 7.0))
     assert torch.equal(layer.weight, torch.full((4, 5), 3.0))
     assert torch.equal(attention.in_proj_weight, torch.full((12, 4), 3.0))
+    assert torch.equal(convolutions[0].weight, torch.full((4, 4, 3), 3.0))
     after = _init_functions()
     assert all(after[key] is before[key] for key in before)
     TORCH_INIT.normal_(tensor)
@@ -118,7 +128,7 @@ def test_the_separator_loads_sub_models_equal_to_demucs_without_drawing_weights(
     model_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Count what torch's initialisers would fill during the separator's loads.
-    filled: list[tuple[int, ...]] = []
+    filled: list[tuple[int | str, ...]] = []
     real_uniform, real_kaiming = TORCH_INIT.uniform_, TORCH_INIT.kaiming_uniform_
 
     def counted_uniform(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -129,8 +139,16 @@ def test_the_separator_loads_sub_models_equal_to_demucs_without_drawing_weights(
         filled.append(tuple(tensor.shape))
         return real_kaiming(tensor, *args, **kwargs)
 
+    real_rescale = demucs.demucs.rescale_module
+
+    def counted_rescale(module: torch.nn.Module, reference: float) -> None:
+        filled.append(("rescaled",))
+        real_rescale(module, reference)
+
     monkeypatch.setattr(TORCH_INIT, "uniform_", counted_uniform)
     monkeypatch.setattr(TORCH_INIT, "kaiming_uniform_", counted_kaiming)
+    for module_name in separation.loading.DEMUCS_RESCALING_MODULES:
+        monkeypatch.setattr(_module(module_name), "rescale_module", counted_rescale)
 
     separator = make_separator(model_repo)
     lazily = separator._model("htdemucs_ft")  # the bag, each sub-model on first need
@@ -141,7 +159,8 @@ def test_the_separator_loads_sub_models_equal_to_demucs_without_drawing_weights(
 
     # The probe does see a plain load's initialisers, so the check above can fail.
     bag = get_model("htdemucs_ft", repo=model_repo)
-    assert filled
+    assert ("rescaled",) in filled
+    assert len(filled) > 1
     theirs = [place_sub_model(sub, separator.device, separator.precision) for sub in bag.models]
     for sub_models in (ours, ours_whole):
         assert len(sub_models) == len(theirs) == 4
