@@ -102,7 +102,7 @@ def _patch() -> None:
                 _replaced.append((module, name, original))
                 setattr(module, name, _left_as_it_is)
     try:
-        modules = [importlib.import_module(name) for name in DEMUCS_RESCALING_MODULES]
+        modules: list[Any] = [importlib.import_module(name) for name in DEMUCS_RESCALING_MODULES]
     except ImportError:  # no demucs: nothing of it to skip
         return
     rescale_module = modules[0].rescale_module  # demucs.demucs defines it
