@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from separation.errors import InvalidAudioError, NoSoundError, SongTooLongError
 from separation.formats import (
@@ -76,15 +77,72 @@ class AudioInfo:
 
 
 @dataclass(frozen=True)
+class SpooledSamples:
+    """A decoded song's float32 samples on disk, one raw file per channel (the same file
+    twice for a mono song), read a window at a time: a long song then costs memory only
+    for the windows being worked on, as the tracks do (:class:`RawTrack`).
+
+    Indexing with ``[:, start:stop]`` reads that span as a float32 ``(2, stop - start)``
+    array; ``np.asarray`` reads the whole song. The files live as long as the folder the
+    song was decoded into (:func:`decode_audio`'s ``spool_dir``).
+
+    Attributes:
+        channels: the left and right channels' files (raw float32, native byte order).
+        frames: the song's length in samples per channel.
+    """
+
+    channels: tuple[Path, Path]
+    frames: int
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(2, frames)``, as the samples' array would have."""
+        return (2, self.frames)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``[start, stop)`` (clipped to the song) as a new float32 ``(2, n)``
+        array."""
+        start, stop, _ = slice(start, stop).indices(self.frames)
+        out = np.empty((2, max(0, stop - start)), dtype=np.float32)
+        for row, path in zip(out, self.channels, strict=True):
+            with open(path, "rb") as file:
+                file.seek(4 * start)
+                view = row.data.cast("B")
+                filled = 0
+                while filled < len(view) and (got := file.readinto(view[filled:])):
+                    filled += got
+            if filled != len(view):
+                raise OSError(f"{path}: {filled} of {len(view)} bytes of the song read back")
+        return out
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, span = key
+        if rows != slice(None) or span.step not in (None, 1):
+            raise IndexError("a spooled song is read as [:, start:stop]")
+        return self.read(span.start or 0, span.stop)
+
+    def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
+        return self.read() if dtype is None else self.read().astype(dtype)
+
+
+Samples: TypeAlias = np.ndarray | SpooledSamples
+"""A decoded song's samples: float32 ``(2, n)`` in memory, or on disk."""
+
+
+@dataclass(frozen=True)
 class Audio:
     """A decoded song at 44.1 kHz stereo.
 
     Attributes:
-        samples: float32 array of shape ``(2, n)``.
+        samples: float32 ``(2, n)``: an array, or :class:`SpooledSamples` when the song
+            was decoded to disk.
         info: what ffprobe said about the original file.
     """
 
-    samples: np.ndarray = field(repr=False)
+    samples: Samples = field(repr=False)
     info: AudioInfo
 
     @property
@@ -214,59 +272,130 @@ def _mapped_empty(count: int) -> np.ndarray:
     return np.frombuffer(mapping, dtype=np.float32)
 
 
+class _SongSpool:
+    """Where a song decoded to disk goes: each channel appended to a raw file of its own in
+    ``folder`` as the decoder's blocks arrive (one file for mono)."""
+
+    def __init__(self, folder: Path, channels: int) -> None:
+        self._files: list[IO[bytes]] = []
+        self._paths: list[Path] = []
+        try:
+            for name in ("left", "right")[:channels]:
+                handle, where = tempfile.mkstemp(prefix=f"song-{name}-", suffix=".f32", dir=folder)
+                self._paths.append(Path(where))
+                self._files.append(os.fdopen(handle, "wb"))
+        except BaseException:
+            self.discard()
+            raise
+        self.frames = 0
+
+    def add(self, interleaved: np.ndarray) -> None:
+        """Append whole frames of interleaved samples."""
+        frames = interleaved.reshape(-1, len(self._files))
+        for channel, file in enumerate(self._files):
+            file.write(np.ascontiguousarray(frames[:, channel]).data)
+        self.frames += frames.shape[0]
+
+    def close(self) -> SpooledSamples:
+        """The spooled song (its files flushed and closed)."""
+        for file in self._files:
+            file.close()
+        return SpooledSamples((self._paths[0], self._paths[-1]), self.frames)
+
+    def discard(self) -> None:
+        """Close and remove the files."""
+        for file in self._files:
+            file.close()
+        for path in self._paths:
+            path.unlink(missing_ok=True)
+
+
 def _decode_pcm(
-    cmd: list[str], *, channels: int, timeout_s: float, path: Path
-) -> tuple[int, bytes, np.ndarray | None]:
+    cmd: list[str],
+    *,
+    channels: int,
+    timeout_s: float,
+    path: Path,
+    spool_dir: Path | None = None,
+) -> tuple[int, bytes, Samples | None]:
     """Run the decoder ``cmd`` (float32 samples of ``channels`` on its stdout) within
     ``timeout_s``: its exit status, its stderr, and the samples as float32 ``(2, n)`` (mono
     on both rows), or None when some are not finite.
 
-    The output is read in blocks, then moved block by block into the song's array, each
-    block freed as it is moved, so the song is held about once, not twice.
+    The output is read in blocks. Into memory, the blocks are then moved one by one into
+    the song's array, each freed as it is moved, so the song is held about once, not
+    twice; with ``spool_dir`` each block is written to the song's files there as it
+    arrives, so only a block is held.
 
     Raises:
         InvalidAudioError: the decoder ran past ``timeout_s`` (it is killed).
+        OSError: the song's files could not be written.
     """
     timed_out = threading.Event()
     blocks: list[tuple[np.ndarray, int]] = []
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
-        )
+    spool = None if spool_dir is None else _SongSpool(spool_dir, channels)
+    finite = True
+    try:
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+            )
 
-        def kill() -> None:
-            timed_out.set()
-            process.kill()
-
-        timer = threading.Timer(timeout_s, kill)
-        timer.start()
-        try:
-            reader = process.stdout
-            assert isinstance(reader, io.BufferedReader)
-            while True:
-                block = _mapped_empty(_DECODE_BLOCK_BYTES // 4)
-                view = block.data.cast("B")
-                filled = 0
-                while filled < len(view) and (got := reader.readinto(view[filled:])):
-                    filled += got
-                del view
-                blocks.append((block, filled))
-                if filled < _DECODE_BLOCK_BYTES:
-                    break
-            status = process.wait()
-        finally:
-            timer.cancel()
-            if process.poll() is None:
+            def kill() -> None:
+                timed_out.set()
                 process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-        if timed_out.is_set() and status < 0:
-            # Killed by the timer (one that fired as ffmpeg ended does not count): a file
-            # that takes this long is not a song we serve.
-            raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s")
-        errors.seek(0)
-        stderr = errors.read()
+
+            timer = threading.Timer(timeout_s, kill)
+            timer.start()
+            try:
+                reader = process.stdout
+                assert isinstance(reader, io.BufferedReader)
+                # One block is reused when spooling; into memory each is kept until moved.
+                block = _mapped_empty(_DECODE_BLOCK_BYTES // 4)
+                while True:
+                    if spool is None and blocks:
+                        block = _mapped_empty(_DECODE_BLOCK_BYTES // 4)
+                    view = block.data.cast("B")
+                    filled = 0
+                    while filled < len(view) and (got := reader.readinto(view[filled:])):
+                        filled += got
+                    del view
+                    if spool is None:
+                        blocks.append((block, filled))
+                    elif finite:
+                        # Whole frames only: a killed decoder may stop inside one.
+                        data = block[: filled // (4 * channels) * channels]
+                        # After a non-finite block the rest is read, not kept, so the
+                        # decoder is not left blocked on a full pipe.
+                        finite = bool(np.isfinite(data).all())
+                        if finite:
+                            spool.add(data)
+                        del data
+                    if filled < _DECODE_BLOCK_BYTES:
+                        break
+                status = process.wait()
+            finally:
+                timer.cancel()
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+                if process.stdout is not None:
+                    process.stdout.close()
+            if timed_out.is_set() and status < 0:
+                # Killed by the timer (one that fired as ffmpeg ended does not count): a
+                # file that takes this long is not a song we serve.
+                raise InvalidAudioError(f"{path}: {cmd[0]} ran past {timeout_s:.0f}s")
+            errors.seek(0)
+            stderr = errors.read()
+        if spool is not None:
+            if not finite:
+                spool.discard()
+                return status, stderr, None
+            return status, stderr, spool.close()
+    except BaseException:
+        if spool is not None:
+            spool.discard()
+        raise
     frames = sum(filled for _, filled in blocks) // (4 * channels)
     samples = _mapped_empty(2 * frames).reshape(2, frames)
     at = 0
@@ -294,8 +423,9 @@ def decode_audio(
     *,
     stream: int = 0,
     max_duration_s: float | None = None,
+    spool_dir: Path | None = None,
 ) -> Audio:
-    """Decode ``path`` to 44.1 kHz stereo float32.
+    """Decode ``path`` to 44.1 kHz stereo float32, in memory or on disk.
 
     Mono is duplicated to both channels; more than two channels are downmixed by ffmpeg's
     default matrix: for 5.1 and 7.1 (and 8 channels of unknown layout, taken as 7.1) the
@@ -315,6 +445,10 @@ def decode_audio(
         max_duration_s: the longest song accepted. ffmpeg stops a second past it, whatever
             the file declares, so memory stays proportional to the limit: a few MB that
             decode to hours are refused after reading the first limit's worth.
+        spool_dir: an existing folder to decode into: the samples are then
+            :class:`SpooledSamples`, raw files there (4 bytes per sample and channel,
+            about 21 MB per minute), and the song costs memory only for the windows the
+            separation reads; the files go with the folder. None: a float32 array.
 
     Returns:
         The decoded :class:`Audio`.
@@ -323,6 +457,7 @@ def decode_audio(
         InvalidAudioError: not audio, empty, no samples, cut short (truncated), or not
             decoded within its time limit.
         SongTooLongError: longer than ``max_duration_s``.
+        OSError: ``spool_dir`` could not be written (a refused song leaves no file there).
     """
     if info is None:
         info = probe_audio(path)
@@ -354,7 +489,28 @@ def decode_audio(
         channels=out_channels,
         timeout_s=DECODE_TIMEOUT_BASE_S + DECODE_TIMEOUT_PER_AUDIO_S * expected_s,
         path=path,
+        spool_dir=spool_dir,
     )
+    try:
+        _check_decoded(path, info, status, stderr, samples, max_duration_s)
+    except BaseException:
+        if isinstance(samples, SpooledSamples):
+            for file in set(samples.channels):
+                file.unlink(missing_ok=True)
+        raise
+    assert samples is not None
+    return Audio(samples=samples, info=info)
+
+
+def _check_decoded(
+    path: Path,
+    info: AudioInfo,
+    status: int,
+    stderr: bytes,
+    samples: Samples | None,
+    max_duration_s: float | None,
+) -> None:
+    """Raise the error that refuses a decode's outcome, if any (see :func:`decode_audio`)."""
     if status != 0:
         raise InvalidAudioError(f"{path}: ffmpeg failed: {_last_line(stderr)}")
     if samples is None:
@@ -380,7 +536,6 @@ def decode_audio(
         raise InvalidAudioError(
             f"{path}: truncated: {decoded_s:.2f}s decoded of {info.duration_s:.2f}s declared"
         )
-    return Audio(samples=samples, info=info)
 
 
 def encode_tracks(

@@ -23,6 +23,8 @@ from typing import BinaryIO
 import numpy as np
 from numpy.lib import format as npy_format
 
+from separation.audio import Samples, SpooledSamples
+
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".npy"
@@ -34,12 +36,23 @@ _FRAME_BYTES = 8  # a float32 stereo frame
 _STALE_TEMPORARY_S = 6 * 3600
 # Frames per read while an entry is checked (about 1.5 s of audio).
 _CHECK_BLOCK = 1 << 16
+# Bytes per read while a song on disk is hashed.
+_DIGEST_BLOCK_BYTES = 4 << 20
 
 
-def audio_digest(samples: np.ndarray) -> str:
-    """The sha256 of a decoded song's PCM (float32, channel-major), hex."""
+def audio_digest(samples: Samples) -> str:
+    """The sha256 of a decoded song's PCM (float32, channel-major), hex: the same for a
+    song in memory and on disk."""
     digest = hashlib.sha256()
     digest.update(str(samples.shape).encode())
+    if isinstance(samples, SpooledSamples):
+        for channel in samples.channels:  # the channel files are channel-major already
+            with open(channel, "rb") as file:
+                left = 4 * samples.frames
+                while left and (block := file.read(min(left, _DIGEST_BLOCK_BYTES))):
+                    digest.update(block)
+                    left -= len(block)
+        return digest.hexdigest()
     digest.update(np.ascontiguousarray(samples, dtype=np.float32).data.cast("B"))
     return digest.hexdigest()
 

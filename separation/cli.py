@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
@@ -45,7 +46,8 @@ def run_separate(
     Args:
         files: the songs, any format ffmpeg decodes.
         stems: the pick, e.g. ``"vocals,drums"``.
-        out: the folder for the tracks; created when the first file is separated.
+        out: the folder for the tracks; created for the first file that exists (and removed
+            again when that file fails and nothing was written there).
         config: the separator's configuration (from the settings).
         fmt: ``mp3`` (320 kbps), ``flac`` (24-bit) or ``wav`` (32-bit float).
         device: replaces ``config.device`` when given.
@@ -83,17 +85,24 @@ def run_separate(
                 _error(f"no such file: {file}", 2)
                 failed = True
                 continue
-            audio = decode_audio(file)
+            made_out = not out.exists()
             out.mkdir(parents=True, exist_ok=True)
-            # The tracks go through raw files beside the output, so a long song's tracks
-            # need not fit in memory.
-            with tempfile.TemporaryDirectory(prefix=".demix-", dir=out) as raw_dir:
-                tracks = separator.separate_to_files(
-                    audio, picked, Path(raw_dir), progress=_progress_bar(label)
-                )
-                written = encode_tracks(
-                    tracks, out, safe_song_name(file.name), artist=audio.info.artist, fmt=fmt
-                )
+            try:
+                # The song and its tracks go through raw files beside the output, so a long
+                # song need not fit in memory.
+                with tempfile.TemporaryDirectory(prefix=".demix-", dir=out) as work:
+                    audio = decode_audio(file, spool_dir=Path(work))
+                    tracks = separator.separate_to_files(
+                        audio, picked, Path(work) / "raw", progress=_progress_bar(label)
+                    )
+                    written = encode_tracks(
+                        tracks, out, safe_song_name(file.name), artist=audio.info.artist, fmt=fmt
+                    )
+            except BaseException:
+                if made_out:  # nothing written: the folder is not left behind
+                    with contextlib.suppress(OSError):
+                        out.rmdir()
+                raise
         except InvalidAudioError as exc:
             _error(f"{exc.user_message} ({exc})", 2)
             failed = True

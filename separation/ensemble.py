@@ -35,7 +35,7 @@ import yaml
 
 from separation import strategies
 from separation.attention import use_pass_attention
-from separation.audio import SAMPLERATE, Audio, RawTrack
+from separation.audio import SAMPLERATE, Audio, RawTrack, Samples, SpooledSamples
 from separation.bf16 import run_network_in_bf16, runs_in_bf16
 from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
 from separation.config import Ensemble, SeparatorConfig, check_precision
@@ -346,7 +346,7 @@ class EnsembleSeparator:
 
     def _stream(
         self,
-        mix: np.ndarray,
+        mix: Samples,
         stems: list[str],
         sink: _TrackSink,
         ensemble: Ensemble | None,
@@ -378,10 +378,9 @@ class EnsembleSeparator:
                     missing.setdefault(model_name, []).append(source)
             runs = self._plan_runs(missing, self._usable(ensemble))
 
-            mix_t = torch.from_numpy(mix)
             padded_length = max(length, _MIN_SAMPLES)
             mean, std = _reference_stats(mix, padded_length)
-            song = _NormalisedSong(mix_t, padded_length, mean, std)
+            song = _NormalisedSong(mix, padded_length, mean, std)
 
             # Every sub-model is loaded before the first pass sizes its batches from the
             # free device memory.
@@ -706,14 +705,18 @@ class EnsembleSeparator:
 # -- streaming ---------------------------------------------------------------------------
 
 
-def _checked_mix(audio: Audio) -> np.ndarray:
-    mix = np.ascontiguousarray(audio.samples, dtype=np.float32)
+def _checked_mix(audio: Audio) -> Samples:
+    """The song's samples, checked; a song on disk stays there (its windows are read as
+    the passes reach them)."""
+    mix = audio.samples
+    if not isinstance(mix, SpooledSamples):
+        mix = np.ascontiguousarray(mix, dtype=np.float32)
     if mix.ndim != 2 or mix.shape[0] != 2 or mix.shape[1] == 0:
         raise ValueError(f"audio samples are a non-empty (2, n) array, not {mix.shape}")
     return mix
 
 
-def _reference_stats(mix: np.ndarray, padded_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference_stats(mix: Samples, padded_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and std (+1e-8) of the mono reference, as demucs's own separation
     normalises a song (over the zero-padded song when it is padded); summed a block at a
     time in float64, so no mono copy of a whole song is made."""
@@ -734,9 +737,7 @@ class _NormalisedSong:
     """The song as the network sees it, normalised a window at a time (a normalised copy
     of a whole song would be one more song in memory)."""
 
-    def __init__(
-        self, mix: torch.Tensor, length: int, mean: torch.Tensor, std: torch.Tensor
-    ) -> None:
+    def __init__(self, mix: Samples, length: int, mean: torch.Tensor, std: torch.Tensor) -> None:
         self._mix = mix
         self.length = length  # the song's length, zero-padded to the model's minimum
         self._mean = mean
@@ -747,7 +748,8 @@ class _NormalisedSong:
         the (padded) song, as demucs's ``TensorChunk.padded`` pads the normalised song."""
         inside_start, inside_stop = max(0, start), min(self.length, stop)
         real_stop = max(inside_start, min(inside_stop, self._mix.shape[1]))
-        real = self._mix[:, inside_start:real_stop]
+        # A view of a song in memory; a read of a song on disk.
+        real = torch.from_numpy(self._mix[:, inside_start:real_stop])
         # A song shorter than the model's minimum was zero-padded before normalising.
         raw = torch.nn.functional.pad(real, (0, inside_stop - real_stop))
         normalised = (raw - self._mean) / self._std

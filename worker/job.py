@@ -290,7 +290,8 @@ async def _produce_and_deliver(
                 timings["download_s"] = _since(mark)
 
                 mark = time.monotonic()
-                audio = await _load_audio(song_path, settings, job.language)
+                # Decoded to disk: a long song's samples need not be in memory.
+                audio = await _load_audio(song_path, settings, job.language, Path(tmp))
                 timings["decode_s"] = _since(mark)
                 limit.reschedule(start + job_deadline_s(settings, audio.duration_s))
                 await run.ledger.record(AUDIO_SECONDS, repr(round(audio.duration_s, 3)))
@@ -356,7 +357,7 @@ async def _download(bot: Bot, job: SeparationJob, dest: Path, settings: Settings
     return await file.download_to_drive(dest)
 
 
-async def _load_audio(path: Path, settings: Settings, lang: str) -> Audio:
+async def _load_audio(path: Path, settings: Settings, lang: str, spool_dir: Path) -> Audio:
     try:
         info = await asyncio.to_thread(probe_audio, path)
         # ffprobe's guess from the bitrate (an mp3 without a Xing header) can be far off;
@@ -365,7 +366,7 @@ async def _load_audio(path: Path, settings: Settings, lang: str) -> Audio:
             raise JobFailed(FailureReason.TOO_LONG, too_long(settings.max_duration_s, lang))
         # A container may declare no duration, or a wrong one: decoding stops at the limit.
         return await asyncio.to_thread(
-            decode_audio, path, info, max_duration_s=settings.max_duration_s
+            decode_audio, path, info, max_duration_s=settings.max_duration_s, spool_dir=spool_dir
         )
     except SongTooLongError as exc:
         message = too_long(settings.max_duration_s, lang)

@@ -14,7 +14,8 @@ import torch
 
 from separation import SOURCES, EnsembleSeparator, RawTrack, SeparationCancelled, decode_audio
 from separation import audio as audio_module
-from separation.cache import SourceCache
+from separation.audio import SpooledSamples
+from separation.cache import SourceCache, audio_digest
 from tests.separation.conftest import audio_of
 from tests.separation.test_ensemble import assert_tracks_sum_to_mix
 from tests.support.audio import music_like, write_audio
@@ -190,3 +191,67 @@ def test_decoding_in_blocks_keeps_every_sample(
     decoded = decode_audio(path).samples
     expected = np.repeat(samples, 2, axis=0) if channels == 1 else samples
     np.testing.assert_array_equal(decoded, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_song_decoded_to_disk_holds_every_sample_in_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int
+) -> None:
+    monkeypatch.setattr(audio_module, "_DECODE_BLOCK_BYTES", 4096)
+    samples = music_like(3.0, channels=channels, seed=17)
+    path = write_audio(tmp_path / "song.wav", samples, 44100, codec="pcm_f32le")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spooled = decode_audio(path, spool_dir=spool).samples
+    assert isinstance(spooled, SpooledSamples)
+    expected = np.repeat(samples, 2, axis=0) if channels == 1 else samples
+    assert spooled.shape == expected.shape
+    # The samples are in the files, not in the object: each channel's raw float32.
+    files = sorted(spool.iterdir())
+    assert sorted(set(spooled.channels)) == files and len(files) == channels
+    for row, channel in zip(expected, spooled.channels, strict=True):
+        np.testing.assert_array_equal(np.fromfile(channel, dtype=np.float32), row)
+    np.testing.assert_array_equal(np.asarray(spooled), expected)
+    np.testing.assert_array_equal(spooled[:, 1000:5000], expected[:, 1000:5000])
+    np.testing.assert_array_equal(spooled[:, 132_000:], expected[:, 132_000:])
+    with pytest.raises(IndexError):
+        spooled[0, 10:20]  # type: ignore[index]
+
+
+def test_a_refused_song_leaves_nothing_in_the_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with_a_nan = music_like(2.0, seed=18)
+    with_a_nan[1, 40_000] = np.nan
+    path = write_audio(tmp_path / "nan.wav", with_a_nan, 44100, codec="pcm_f32le")
+    with pytest.raises(audio_module.InvalidAudioError, match="not finite"):
+        decode_audio(path, spool_dir=spool)
+    long = write_audio(tmp_path / "long.wav", music_like(3.0, seed=19), 44100)
+    with pytest.raises(audio_module.SongTooLongError):
+        decode_audio(long, max_duration_s=1.0, spool_dir=spool)
+    assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize("pick", [["vocals"], list(SOURCES)])
+def test_a_song_on_disk_separates_as_in_memory(
+    model_repo: Path, tmp_path: Path, pick: list[str]
+) -> None:
+    samples = music_like(13.0, seed=20)  # three chunks per pass
+    path = write_audio(tmp_path / "song.wav", samples, 44100, codec="pcm_f32le")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    on_disk = decode_audio(path, spool_dir=spool)
+    in_memory = decode_audio(path)
+    assert isinstance(on_disk.samples, SpooledSamples)
+    assert audio_digest(on_disk.samples) == audio_digest(in_memory.samples)
+    separator = make_separator(model_repo, cache_dir=tmp_path / "cache")
+    from_disk = separator.separate_to_files(on_disk, pick, tmp_path / "raw")
+    passes = separator.model_passes
+    # The same song in memory is the same cache entry: read back, not separated again.
+    expected = separator.separate(in_memory, pick)
+    assert passes > 0 and separator.model_passes == passes
+    for name, track in from_disk.items():
+        np.testing.assert_array_equal(track.read(), expected[name], err_msg=name)
+    fresh = make_separator(model_repo).separate(in_memory, pick)
+    for name, track in fresh.items():
+        np.testing.assert_array_equal(track, expected[name], err_msg=name)
