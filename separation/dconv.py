@@ -1,0 +1,89 @@
+"""demucs's residual branches (``DConv``) in the layout and products a CPU runs fastest.
+
+In HTDemucs's frequency branch each encoder and decoder layer hands its ``DConv`` a view of
+a channels-last activation (the frequency rows folded into the batch), so each of the
+branch's residual sums adds tensors of two layouts (a strided element-wise loop) and its
+first convolution copies the input contiguous again for every layer. And its 1x1
+convolutions, which widen a few channels to many (6 to 96 in the first layer), run in
+oneDNN's blocked layout with a reorder of the input and of the much larger output around a
+kernel made for wider inputs. :func:`use_lean_dconv` makes each ``DConv`` take its input
+contiguous once, and each of its 1x1 convolutions one batched matrix product with the bias
+(``torch.baddbmm``): the same sums of the same products, without the reorders.
+
+Importing this module does not import torch; :func:`use_lean_dconv` does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+
+def use_lean_dconv(model: Any) -> int:
+    """Give every demucs ``DConv`` in ``model`` a :class:`LeanDConv`'s forward, and its 1x1
+    convolutions a :class:`PointwiseConv1d`'s (classes are swapped, so parameters, state
+    dict and hooks stay the model's).
+
+    Args:
+        model: a loaded demucs model, on the CPU.
+
+    Returns:
+        How many ``DConv`` modules were switched now.
+    """
+    from demucs.demucs import DConv
+
+    lean, pointwise = _lean_classes()
+    switched = 0
+    for module in model.modules():
+        if type(module) is not DConv:
+            continue
+        module.__class__ = lean
+        for inner in module.modules():
+            if _is_pointwise(inner):
+                inner.__class__ = pointwise
+        switched += 1
+    return switched
+
+
+def _is_pointwise(module: Any) -> bool:
+    import torch
+
+    return (
+        type(module) is torch.nn.Conv1d
+        and module.kernel_size == (1,)
+        and module.stride == (1,)
+        and module.padding == (0,)
+        and module.dilation == (1,)
+        and module.groups == 1
+        and module.bias is not None
+        and module.padding_mode == "zeros"
+    )
+
+
+@functools.cache
+def _lean_classes() -> tuple[Any, Any]:
+    """:class:`LeanDConv` and :class:`PointwiseConv1d`, defined on first use so that
+    importing this module does not import torch or demucs."""
+    import torch
+    from demucs.demucs import DConv
+
+    class LeanDConv(DConv):
+        """A DConv that makes its input contiguous once, for all its layers."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x.contiguous()
+            for layer in self.layers:
+                x = x + layer(x)
+            return x
+
+    class PointwiseConv1d(torch.nn.Conv1d):
+        """A 1x1 convolution with a bias, as one batched matrix product."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.dim() != 3 or x.device.type != "cpu" or self.bias is None:
+                return super().forward(x)
+            weight = self.weight[:, :, 0]
+            batch_weight = weight.expand(x.shape[0], *weight.shape)
+            return torch.baddbmm(self.bias[:, None], batch_weight, x)
+
+    return LeanDConv, PointwiseConv1d

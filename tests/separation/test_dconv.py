@@ -1,0 +1,95 @@
+"""The residual branches in the CPU's layout (separation/dconv.py): demucs's estimates,
+each DConv's input made contiguous once and its 1x1 convolutions one matrix product."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from demucs.demucs import DConv
+from demucs.htdemucs import HTDemucs
+from torch.overrides import TorchFunctionMode
+
+from separation.bf16 import run_network_in_bf16
+from separation.dconv import use_lean_dconv
+from separation.random_models import FOUR_SOURCES, TINY_KWARGS
+from tests.support.audio import music_like
+
+
+class _Calls(TorchFunctionMode):
+    """Counts the calls of each torch function a forward pass makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        name = getattr(func, "__name__", str(func))
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def _forward(model: torch.nn.Module, mix: torch.Tensor) -> tuple[torch.Tensor, _Calls]:
+    calls = _Calls()
+    with torch.inference_mode(), calls:
+        out = model(mix)
+    return out, calls
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
+def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
+    torch.manual_seed(5)
+    reference = HTDemucs(FOUR_SOURCES, **TINY_KWARGS).eval()
+    reference.to(memory_format=torch.channels_last)  # as the passes place it on CPU
+    if bf16:
+        run_network_in_bf16(reference)
+    lean = copy.deepcopy(reference)
+    branches = sum(type(m) is DConv for m in reference.modules())
+    assert branches > 0
+    assert use_lean_dconv(lean) == branches
+    assert use_lean_dconv(lean) == 0, "switched branches are not switched again"
+    assert lean.state_dict().keys() == reference.state_dict().keys()
+    mix = torch.from_numpy(music_like(7.8, seed=21)).unsqueeze(0)
+
+    expected, plain_calls = _forward(reference, mix)
+    got, lean_calls = _forward(lean, mix)
+    # Each branch's 1x1 convolution is one baddbmm instead of a conv1d.
+    assert lean_calls.counts.get("baddbmm", 0) == branches * TINY_KWARGS["dconv_depth"]
+    assert "baddbmm" not in plain_calls.counts
+    # The same products summed in another order: float rounding apart, in either precision
+    # (bf16 rounds each product's sum once, as the convolution does).
+    scale = expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
+
+
+def test_a_pointwise_convolution_is_the_convolution() -> None:
+    torch.manual_seed(6)
+    branch = DConv(48, compress=8, depth=2).eval()
+    lean = copy.deepcopy(branch)
+    assert use_lean_dconv(torch.nn.Sequential(lean)) == 1
+    # The frequency branch's input: a view of a channels-last activation.
+    x = torch.randn(1, 48, 16, 40).to(memory_format=torch.channels_last)
+    x = x.permute(0, 2, 1, 3).reshape(-1, 48, 40)
+    assert not x.is_contiguous()
+    with torch.inference_mode():
+        torch.testing.assert_close(lean(x), branch(x), rtol=0, atol=1e-6)
+        pointwise = lean.layers[0][3]
+        plain = branch.layers[0][3]
+        y = torch.randn(16, 6, 40)
+        torch.testing.assert_close(pointwise(y), plain(y), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cpu_passes_take_the_lean_branches_in_bf16_only(precision: str) -> None:
+    from separation.ensemble import place_sub_model
+
+    model = place_sub_model(HTDemucs(FOUR_SOURCES, **TINY_KWARGS), torch.device("cpu"), precision)
+    kinds = {type(m).__name__ for m in model.modules()}
+    if precision == "bf16":
+        assert "LeanDConv" in kinds and "PointwiseConv1d" in kinds and "DConv" not in kinds
+    else:
+        assert "DConv" in kinds and "LeanDConv" not in kinds
