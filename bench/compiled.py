@@ -13,7 +13,11 @@ SDPA, no grad, under autocast for bf16. The variants:
             separation/attention.py (SDPA, or blocked bf16 products for bf16 on CPU), for
             bf16 the network held in bf16 (separation/bf16.py), no autocast, the inverse
             spectrogram a source at a time (separation/spectral.py), the pass's large
-            blocks reused from the heap (separation/heap.py);
+            blocks reused from the heap (separation/heap.py), for bf16 the residual
+            branches' input made contiguous once and their 1x1 convolutions one matrix
+            product each (separation/dconv.py);
+  plaindconv  ``passes`` with demucs's own residual branches (DConv) put back: what
+            separation/dconv.py gains;
   inductor  ``torch.compile`` of the network between the STFT and the iSTFT (the
             magnitude in, the spectral mask and the time branch out; ``_spec``,
             ``_magnitude``, ``_mask`` and ``_ispec`` stay eager, in float32);
@@ -66,7 +70,7 @@ TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "musdb7
 EXCERPT = "Music Delta - 80s Rock.stem.mp4"
 SONG_S = 240.0
 OVERLAP = 0.25
-VARIANTS = ("eager", "passes", "inductor", "freezing", "whole", "onednn")
+VARIANTS = ("eager", "passes", "plaindconv", "inductor", "freezing", "whole", "onednn")
 
 
 def network(model: Any) -> Any:
@@ -189,11 +193,19 @@ def build(variant: str, model: Any, precision: str, mix: Any) -> Callable[[], An
                 return model(mix)
 
         return run
-    if variant == "passes":
+    if variant in ("passes", "plaindconv"):
         from separation.ensemble import place_sub_model
         from separation.heap import activations_on_heap
 
         placed = place_sub_model(copy.deepcopy(model), torch.device("cpu"), precision)
+        if variant == "plaindconv":
+            from demucs.demucs import DConv
+
+            for module in placed.modules():
+                if isinstance(module, DConv):
+                    module.__class__ = DConv
+                elif isinstance(module, torch.nn.Conv1d):
+                    module.__class__ = torch.nn.Conv1d
 
         def run() -> Any:
             with torch.no_grad(), activations_on_heap():

@@ -60,13 +60,17 @@ def test_an_eager_run_on_a_tiny_model(
     compiled: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "figures.json"
-    args = ["--size", "tiny", "--precision", "fp32,bf16", "--variants", "eager,passes"]
+    variants = ("eager", "passes", "plaindconv")
+    args = ["--size", "tiny", "--precision", "fp32,bf16", "--variants", ",".join(variants)]
     assert compiled.main([*args, "--rounds", "1", "--json", str(out)]) == 0
     figures = {(f["variant"], f["precision"]): f for f in json.loads(out.read_text())}
-    assert set(figures) == {(v, p) for v in ("eager", "passes") for p in ("fp32", "bf16")}
+    assert set(figures) == {(v, p) for v in variants for p in ("fp32", "bf16")}
     # Our placement changes the kernels, not the float32 result.
     assert figures["passes", "fp32"]["max_abs_diff"] < 1e-5
     assert 0.0 < figures["passes", "bf16"]["max_abs_diff"] < 0.05
+    # demucs's residual branches put back: the same estimates, within bf16's rounding.
+    assert figures["plaindconv", "fp32"]["max_abs_diff"] < 1e-5
+    assert 0.0 < figures["plaindconv", "bf16"]["max_abs_diff"] < 0.05
     fp32, bf16 = figures["eager", "fp32"], figures["eager", "bf16"]
     assert fp32["max_abs_diff"] == 0.0 and fp32["ratio"] == 1.0
     # bf16 differs from fp32, but not wildly (the tiny model's output is about 0.1).
