@@ -180,42 +180,34 @@ def test_shifts_average_one_pass_per_shift(
     assert np.abs(singles[0] - singles[1]).max() > 1e-3
 
 
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "disk"])
 @pytest.mark.parametrize("channels", [1, 2])
 def test_decoding_in_blocks_keeps_every_sample(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int, on_disk: bool
 ) -> None:
     # Blocks of a few hundred frames, so a 3 s song spans hundreds of them.
     monkeypatch.setattr(audio_module, "_DECODE_BLOCK_BYTES", 4096)
     samples = music_like(3.0, channels=channels, seed=16)
     path = write_audio(tmp_path / "song.wav", samples, 44100, codec="pcm_f32le")
-    decoded = decode_audio(path).samples
-    expected = np.repeat(samples, 2, axis=0) if channels == 1 else samples
-    np.testing.assert_array_equal(decoded, expected)
-
-
-@pytest.mark.parametrize("channels", [1, 2])
-def test_a_song_decoded_to_disk_holds_every_sample_in_its_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels: int
-) -> None:
-    monkeypatch.setattr(audio_module, "_DECODE_BLOCK_BYTES", 4096)
-    samples = music_like(3.0, channels=channels, seed=17)
-    path = write_audio(tmp_path / "song.wav", samples, 44100, codec="pcm_f32le")
     spool = tmp_path / "spool"
     spool.mkdir()
-    spooled = decode_audio(path, spool_dir=spool).samples
-    assert isinstance(spooled, SpooledSamples)
+    decoded = decode_audio(path, spool_dir=spool if on_disk else None).samples
     expected = np.repeat(samples, 2, axis=0) if channels == 1 else samples
-    assert spooled.shape == expected.shape
-    # The samples are in the files, not in the object: each channel's raw float32.
+    assert decoded.shape == expected.shape
+    np.testing.assert_array_equal(np.asarray(decoded), expected)
     files = sorted(spool.iterdir())
-    assert sorted(set(spooled.channels)) == files and len(files) == channels
-    for row, channel in zip(expected, spooled.channels, strict=True):
+    if not on_disk:
+        assert isinstance(decoded, np.ndarray) and files == []
+        return
+    # The samples are in the files, not in the object: each channel's raw float32.
+    assert isinstance(decoded, SpooledSamples)
+    assert sorted(set(decoded.channels)) == files and len(files) == channels
+    for row, channel in zip(expected, decoded.channels, strict=True):
         np.testing.assert_array_equal(np.fromfile(channel, dtype=np.float32), row)
-    np.testing.assert_array_equal(np.asarray(spooled), expected)
-    np.testing.assert_array_equal(spooled[:, 1000:5000], expected[:, 1000:5000])
-    np.testing.assert_array_equal(spooled[:, 132_000:], expected[:, 132_000:])
+    np.testing.assert_array_equal(decoded[:, 1000:5000], expected[:, 1000:5000])
+    np.testing.assert_array_equal(decoded[:, 132_000:], expected[:, 132_000:])
     with pytest.raises(IndexError):
-        spooled[0, 10:20]  # type: ignore[index]
+        decoded[0, 10:20]  # type: ignore[index]
 
 
 def test_a_refused_song_leaves_nothing_in_the_spool(tmp_path: Path) -> None:
