@@ -313,9 +313,10 @@ async def test_a_full_disk_fails_the_big_song_and_the_worker_serves_the_next(
     disk = tmp_path / "disk"
     disk.mkdir()
     env = worker_env(fake_bot_api, redis_url, model_repo, tmp_path)
-    # Data and cache on a 5.5 MB disk: a 6 s mp3 fits with its two tracks as float32 files
-    # (4.2 MB) and as mp3s; a 10 s WAV (1.7 MB) downloads, but its tracks (7 MB) do not
-    # fit. The cache, which keeps clear of a nearly full disk, takes none of it.
+    # Data and cache on an 8.5 MB disk: a 6 s mp3 fits, decoded (2.1 MB), with its two
+    # tracks as float32 files (4.2 MB) and as mp3s; a 10 s WAV (1.7 MB) downloads and
+    # decodes (3.5 MB), but its tracks (7 MB) do not fit. The cache, which keeps clear of
+    # a nearly full disk, takes none of it.
     env.update(DEMIX_DATA_DIR=str(disk / "data"), DEMIX_CACHE_DIR=str(disk / "cache"))
     env.update(DEMIX_MAX_DURATION_S="12")
     big = make_song(tmp_path / "Big Song.wav", seconds=10.0, seed=41)
@@ -327,7 +328,7 @@ async def test_a_full_disk_fails_the_big_song_and_the_worker_serves_the_next(
         return await Job(job_id, pool).status() == JobStatus.complete
 
     log = tmp_path / "worker.log"
-    wrapper = _small_disk_wrapper((disk, 5632))
+    wrapper = _small_disk_wrapper((disk, 8704))
     with demix_process("worker", env=env, cwd=tmp_path, log=log, wrapper=wrapper):
         for submitted in (too_big, fits):
             await async_wait_until(
