@@ -80,11 +80,11 @@ MIN_LENGTH_SHARE = 0.9
 def our_request(
     separator: EnsembleSeparator, song: Path, stems: Sequence[str], out_dir: Path
 ) -> list[Path]:
-    """One request as the worker serves it with its models loaded: decode, separate into
-    raw track files, encode them."""
-    audio = decode_audio(song)
-    with tempfile.TemporaryDirectory(prefix="raw-", dir=out_dir.parent) as raw_dir:
-        tracks = separator.separate_to_files(audio, stems, Path(raw_dir))
+    """One request as the worker serves it with its models loaded: decode into its folder,
+    separate into raw track files, encode them."""
+    with tempfile.TemporaryDirectory(prefix="job-", dir=out_dir.parent) as job_dir:
+        audio = decode_audio(song, spool_dir=Path(job_dir))
+        tracks = separator.separate_to_files(audio, stems, Path(job_dir) / "raw")
         return encode_tracks(tracks, out_dir, safe_song_name(song.name), artist=audio.info.artist)
 
 
