@@ -33,8 +33,8 @@ seconds per chunk (the median of ``--rounds`` rounds in which the variants take 
 load from other work on the machine falls on all of them alike); the ratio to eager's
 steady time of the same precision (the median of each round's ratio); the largest
 absolute difference from eager fp32's estimates (fp32 variants must stay within 1e-4); and
-the cold total of a 4-minute song's passes (42 chunks per sub-model pass): the cold cost +
-the other 40 chunks at the steady time, for the vocals-only request (one A sub-model
+the cold total of a 4-minute song's passes (41 chunks per sub-model pass): the cold cost +
+the other 39 chunks at the steady time, for the vocals-only request (one A sub-model
 pass), and four times that for the six-track one (three A sub-models + B, each paying the
 cold cost once: B's other shape counted as A's).
 
@@ -264,9 +264,10 @@ def _own_code(function: Any, label: str) -> Any:
 
 
 def chunks_per_pass(song_s: float, segment_s: float) -> int:
-    """Chunks one sub-model pass runs over a song: one every (1 - overlap) segment."""
-    stride = int((1 - OVERLAP) * segment_s * 44100)
-    return -(-int(song_s * 44100) // stride)
+    """Chunks one sub-model pass runs over a song, as our passes place them."""
+    from separation.ensemble import chunk_offsets
+
+    return len(chunk_offsets(int(song_s * 44100), int(segment_s * 44100), OVERLAP))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,8 +52,9 @@ logger = logging.getLogger(__name__)
 # demucs's STFT front end needs some samples; shorter songs are zero-padded, then trimmed.
 _MIN_SAMPLES = SAMPLERATE
 # Bump when the stored estimates would change for the same song, models and settings, or
-# their layout on disk (v2: frame-interleaved, so a song streams in and out).
-_CACHE_FORMAT = "v2"
+# their layout on disk (v2: frame-interleaved, so a song streams in and out; v3: no last
+# chunk that adds nothing of its own, see chunk_offsets).
+_CACHE_FORMAT = "v3"
 # Frames per block while the song's statistics are summed (about 3 s).
 _STATS_BLOCK = 1 << 17
 # Frames per span handed on when every estimate comes from the cache (about 10 s).
@@ -807,9 +808,38 @@ class _ModelRun:
         return estimates
 
 
+def chunk_offsets(length: int, segment: int, overlap: float) -> range:
+    """Where a pass's chunks start in a song of ``length`` samples: every ``(1 - overlap)``
+    segment from the start, as demucs's ``apply_model`` places them, up to the first chunk
+    that reaches the song's end.
+
+    ``apply_model`` goes on while a chunk would start before the end. When the chunk before
+    already reaches the end (at overlap 0.25, for a third of all song lengths: those ending
+    within the first third of a stride after a chunk's start), its last chunk holds at most
+    ``overlap`` of a segment of the song, all of it also in that chunk, padded to a whole
+    segment: a whole forward pass for a share of the cross-fade over the song's last
+    seconds. Without it every sample still has a chunk with a positive weight, and the
+    estimates before the dropped chunk's start are ``apply_model``'s.
+
+    Args:
+        length: the song's samples (with a random shift's delay, the delayed song's).
+        segment: samples per chunk.
+        overlap: the share of a segment that consecutive chunks share, in ``[0, 1)``.
+
+    Returns:
+        The chunks' first samples, in order; one chunk (at 0) for a song of at most a
+        segment.
+    """
+    stride = max(1, int((1 - overlap) * segment))
+    # The first chunk with start + segment >= length is the last.
+    last = max(0, -(-(length - segment) // stride))
+    return range(0, (last + 1) * stride, stride)
+
+
 class _Pass:
     """One sub-model over the song, chunked and cross-faded as demucs's ``apply_model``
-    does, chunk by chunk in order; the accumulator holds only the span not yet taken.
+    does, chunk by chunk in order, without a last chunk that would add nothing of its own
+    (:func:`chunk_offsets`); the accumulator holds only the span not yet taken.
 
     The chunks go through the network in batches; each chunk is padded and trimmed exactly
     as ``apply_model`` pads and trims it alone, so a batch gives batch 1's result up to
@@ -831,9 +861,10 @@ class _Pass:
         self._keep_idx = keep_idx
         self._delay = delay
         self._segment_length = int(sub_model.samplerate * float(sub_model.segment))
-        stride = max(1, int((1 - separator.config.overlap) * self._segment_length))
         # Positions below are in the delayed song: position p is the song's p - delay.
-        self.offsets = range(0, song.length + delay, stride)
+        self.offsets = chunk_offsets(
+            song.length + delay, self._segment_length, separator.config.overlap
+        )
         self._next = 0
         self._batch_size = separator.batch_size(self._segment_length)
         # The triangular cross-fade of demucs's apply_model (transition_power 1).

@@ -28,6 +28,7 @@ from separation import (
     plan_tracks,
     resolve_device,
 )
+from separation.ensemble import chunk_offsets
 from tests.separation.conftest import audio_of
 from tests.support.audio import decode, make_song, music_like, write_audio
 from tests.support.separators import make_separator
@@ -177,7 +178,7 @@ def test_matches_plain_demucs_apply_model_over_several_chunks(
     from demucs.pretrained import get_model
 
     assert separator.precision == "fp32", "compared with demucs's fp32 within 2e-5"
-    audio = audio_of(music_like(7.0, seed=5))  # two chunks
+    audio = audio_of(music_like(10.0, seed=5))  # two chunks
     # Route: each source from one model's passes (blend would average vocals with B's).
     ours = separator.separate(audio, ["vocals", "guitar"], ensemble=Ensemble("route"))
 
@@ -195,8 +196,61 @@ def test_matches_plain_demucs_apply_model_over_several_chunks(
         np.testing.assert_allclose(ours[source], expected, atol=2e-5)
 
 
+def test_a_last_chunk_that_adds_nothing_is_not_run(model_repo: Path) -> None:
+    """A 7 s song: apply_model runs a second chunk at 5.85 s for samples the first chunk
+    holds too; our pass runs the first alone, and matches apply_model before 5.85 s."""
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    audio = audio_of(music_like(7.0, seed=5))
+    seen: list[float] = []
+    ours = make_separator(model_repo).separate(audio, ["vocals"], progress=seen.append)
+    assert len(seen) == 2 + 1  # start, one chunk, end
+
+    bag = get_model("htdemucs_ft", repo=model_repo)
+    index = bag.sources.index("vocals")
+    model = bag.models[[row[index] != 0.0 for row in bag.weights].index(True)]
+    mix = torch.from_numpy(audio.samples)
+    ref = mix.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    with torch.no_grad():
+        out = apply_model(model, ((mix - mean) / std)[None], shifts=0, overlap=0.25)
+    expected = (out[0, index] * std + mean).numpy()
+    second_chunk = int(0.75 * model.segment * model.samplerate)
+    assert second_chunk < audio.samples.shape[1]
+    np.testing.assert_allclose(
+        ours["vocals"][:, :second_chunk], expected[:, :second_chunk], atol=2e-5
+    )
+    assert np.abs(ours["vocals"][:, second_chunk:] - expected[:, second_chunk:]).max() > 1e-4
+    assert_tracks_sum_to_mix(ours, audio)
+
+
+@pytest.mark.parametrize("seconds", [7.8, 10.0, 14.0, 30.0, 240.0, 241.0])
+def test_chunks_cover_the_song_as_apply_model_places_them(seconds: float) -> None:
+    """apply_model's chunk starts up to the first chunk that reaches the song's end."""
+    segment = int(7.8 * 44100)
+    length = int(seconds * 44100)
+    offsets = chunk_offsets(length, segment, 0.25)
+    theirs = range(0, length, int(0.75 * segment))
+    assert list(offsets) == list(theirs)[: len(offsets)]
+    assert offsets[-1] + segment >= length  # every sample is in a chunk
+    assert len(offsets) == 1 or offsets[-2] + segment < length  # each chunk holds new samples
+    assert len(theirs) - len(offsets) in (0, 1)
+
+
+def test_a_third_of_song_lengths_save_a_chunk() -> None:
+    segment = int(7.8 * 44100)
+    lengths = range(segment + 1, 20 * segment, 997)
+    saved = [
+        len(range(0, n, int(0.75 * segment))) - len(chunk_offsets(n, segment, 0.25))
+        for n in lengths
+    ]
+    assert set(saved) == {0, 1}
+    assert sum(saved) / len(saved) == pytest.approx(1 / 3, abs=0.01)
+
+
 def test_progress_rises_from_zero_to_one(separator: EnsembleSeparator) -> None:
-    audio = audio_of(music_like(7.0, seed=2))  # two chunks per pass
+    audio = audio_of(music_like(10.0, seed=2))  # two chunks per pass
     seen: list[float] = []
     separator.separate(audio, ["vocals", "guitar"], progress=seen.append)
     assert seen[0] == 0.0 and seen[-1] == 1.0
@@ -208,7 +262,7 @@ def test_progress_rises_from_zero_to_one(separator: EnsembleSeparator) -> None:
 def test_cancel_between_chunks_stops_the_work(model_repo: Path, batch_size: int) -> None:
     # A batch is gathered chunk by chunk: cancelling stops it before its forward pass.
     separator = make_separator(model_repo, batch_size=batch_size)
-    audio = audio_of(music_like(7.0, seed=2))
+    audio = audio_of(music_like(10.0, seed=2))
     polls = 0
 
     def should_cancel() -> bool:

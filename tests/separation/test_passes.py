@@ -68,11 +68,11 @@ def _sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 
 # One excerpt (the first real one when the shared test data is there): batching is the same
-# code on every song, and each excerpt costs 32 chunk passes at 18 s.
+# code on every song, and each excerpt costs 32 chunk passes at 20 s.
 @pytest.mark.parametrize("multitrack_song", MUSIC_EXCERPTS[:2][-1:], indirect=True)
 def test_batched_passes_equal_batch_one(model_repo: Path, multitrack_song: Path) -> None:
-    # 18 s: four chunks per pass, so batch 3 has a full batch and a ragged one.
-    audio = _excerpt(multitrack_song, 18.0)
+    # 20 s: four chunks per pass, so batch 3 has a full batch and a ragged one.
+    audio = _excerpt(multitrack_song, 20.0)
     # fp32 (as make_separator's default, named here): bf16 batches differ by more than 1e-5.
     one = make_separator(model_repo, batch_size=1, precision="fp32").separate(audio, SOURCES)
     three = make_separator(model_repo, batch_size=3, precision="fp32").separate(audio, SOURCES)
@@ -84,7 +84,7 @@ def test_batched_passes_equal_batch_one(model_repo: Path, multitrack_song: Path)
 
 def test_batches_report_progress_per_chunk(model_repo: Path) -> None:
     separator = make_separator(model_repo, batch_size=4)
-    audio = audio_of(music_like(12.0, seed=3))  # three chunks per pass: one batch
+    audio = audio_of(music_like(14.0, seed=3))  # three chunks per pass: one batch
     seen: list[float] = []
     separator.separate(audio, ["vocals", "guitar"], progress=seen.append)
     assert seen == sorted(seen)
