@@ -100,9 +100,9 @@ def test_work_counter_counts_the_chunks_a_separation_runs(
     flops: ModuleType, model_repo: Path
 ) -> None:
     separator = make_separator(model_repo, batch_size=2)
-    # 12 s: three 7.8 s chunks (a chunk every 5.85 s) in one pass of A's vocals sub-model.
+    # 14 s: three 7.8 s chunks (a chunk every 5.85 s) in one pass of A's vocals sub-model.
     with flops.WorkCounter() as work:
-        separator.separate(audio_of(music_like(12.0, seed=1)), ["vocals"])
+        separator.separate(audio_of(music_like(14.0, seed=1)), ["vocals"])
     assert list(work.chunks.values()) == [3]
     per_chunk = flops.chunk_flops(HTDemucs(FOUR_SOURCES, **TINY_KWARGS).eval())
     assert work.flops() == 3 * per_chunk
