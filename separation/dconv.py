@@ -7,8 +7,10 @@ first convolution copies the input contiguous again for every layer. And its 1x1
 convolutions, which widen a few channels to many (6 to 96 in the first layer), run in
 oneDNN's blocked layout with a reorder of the input and of the much larger output around a
 kernel made for wider inputs. :func:`use_lean_dconv` makes each ``DConv`` take its input
-contiguous once, and each of its 1x1 convolutions one batched matrix product with the bias
-(``torch.baddbmm``): the same sums of the same products, without the reorders.
+contiguous once, and each of its 1x1 convolutions one batched matrix product, the bias
+folded in as an input channel of ones (``torch.bmm``): the same sums of the same products,
+without the reorders. Each layer's ``LayerScale`` and residual sum, two passes over the
+activation in demucs, are one ``torch.addcmul``.
 
 Importing this module does not import torch; :func:`use_lean_dconv` does.
 """
@@ -65,15 +67,24 @@ def _lean_classes() -> tuple[Any, Any]:
     """:class:`LeanDConv` and :class:`PointwiseConv1d`, defined on first use so that
     importing this module does not import torch or demucs."""
     import torch
-    from demucs.demucs import DConv
+    from demucs.demucs import DConv, LayerScale
 
     class LeanDConv(DConv):
-        """A DConv that makes its input contiguous once, for all its layers."""
+        """A DConv that makes its input contiguous once, for all its layers, and adds
+        each layer's scaled branch to it in one pass."""
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = x.contiguous()
             for layer in self.layers:
-                x = x + layer(x)
+                *branch, last = list(layer.children())
+                if type(last) is LayerScale and not last.channel_last:
+                    y = x
+                    for module in branch:
+                        y = module(y)
+                    # x + scale * y, with one rounding instead of two in bf16.
+                    x = torch.addcmul(x, last.scale[:, None], y)
+                else:
+                    x = x + layer(x)
             return x
 
     class PointwiseConv1d(torch.nn.Conv1d):
@@ -82,8 +93,11 @@ def _lean_classes() -> tuple[Any, Any]:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.dim() != 3 or x.device.type != "cpu" or self.bias is None:
                 return super().forward(x)
-            weight = self.weight[:, :, 0]
-            batch_weight = weight.expand(x.shape[0], *weight.shape)
-            return torch.baddbmm(self.bias[:, None], batch_weight, x)
+            # The bias as one more input channel of ones: the product writes the output
+            # once, where baddbmm first copies the broadcast bias into all of it. The
+            # inputs are the branch's few hidden channels, so the extra one is cheap.
+            weight = torch.cat([self.weight[:, :, 0], self.bias[:, None]], 1)
+            ones = x.new_ones(x.shape[0], 1, x.shape[2])
+            return torch.bmm(weight.expand(x.shape[0], *weight.shape), torch.cat([x, ones], 1))
 
     return LeanDConv, PointwiseConv1d

@@ -1,5 +1,6 @@
 """The residual branches in the CPU's layout (separation/dconv.py): demucs's estimates,
-each DConv's input made contiguous once and its 1x1 convolutions one matrix product."""
+each DConv's input made contiguous once, its 1x1 convolutions one matrix product and its
+scaled sums one pass."""
 
 from __future__ import annotations
 
@@ -57,11 +58,15 @@ def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
 
     expected, plain_calls = _forward(reference, mix)
     got, lean_calls = _forward(lean, mix)
-    # Each branch's 1x1 convolution is one baddbmm instead of a conv1d.
-    assert lean_calls.counts.get("baddbmm", 0) == branches * TINY_KWARGS["dconv_depth"]
-    assert "baddbmm" not in plain_calls.counts
+    # Each branch's 1x1 convolution is one bmm instead of a conv1d, and each layer's scaled
+    # sum one addcmul.
+    layers = branches * TINY_KWARGS["dconv_depth"]
+    assert lean_calls.counts.get("bmm", 0) == layers
+    assert lean_calls.counts.get("addcmul", 0) == layers
+    assert "bmm" not in plain_calls.counts and "addcmul" not in plain_calls.counts
     # The same products summed in another order: float rounding apart, in either precision
-    # (bf16 rounds each product's sum once, as the convolution does).
+    # (bf16 rounds each product's sum once, as the convolution does; and the scaled sum
+    # once where demucs rounds the scaled branch and then the sum).
     scale = expected.abs().max().item()
     assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
 
