@@ -601,7 +601,7 @@ class EnsembleSeparator:
         from demucs.apply import BagOfModels
         from demucs.repo import LocalRepo
 
-        from separation.loading import skip_random_init
+        from separation.loading import load_verified, skip_random_init
 
         try:
             bag = yaml.safe_load((repo / f"{name}.yaml").read_text())
@@ -619,7 +619,7 @@ class EnsembleSeparator:
                 # No random weights drawn: every parameter is the checkpoint's (see
                 # _load_whole).
                 with skip_random_init():
-                    sub_model = model_repo.get_model(signatures[index])
+                    sub_model = load_verified(model_repo, signatures[index])
                 # demucs's own bag checks the sub-models agree (sources, rate, channels)
                 # and applies the bag's segment to this one, as for a whole bag.
                 BagOfModels([*reference, sub_model], None, bag.get("segment"))

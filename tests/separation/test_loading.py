@@ -17,6 +17,8 @@ from demucs.pretrained import get_model
 import separation.loading
 from separation.ensemble import place_sub_model
 from separation.loading import skip_random_init
+from separation.random_models import write_model_repo
+from tests.separation.conftest import audio_of
 from tests.support.separators import make_separator
 
 TORCH_INIT = torch.nn.init
@@ -167,3 +169,57 @@ def test_the_separator_loads_sub_models_equal_to_demucs_without_drawing_weights(
         assert len(sub_models) == len(theirs) == 4
         for our_sub_model, their_sub_model in zip(sub_models, theirs, strict=True):
             _assert_same_weights(our_sub_model, their_sub_model)
+
+
+def _corrupt(path: Path, at: float) -> None:
+    """Change one byte of ``path``, ``at`` of the way through it."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_verified_load_is_demucs_load(tmp_path: Path) -> None:
+    from demucs.repo import LocalRepo
+
+    repo = LocalRepo(write_model_repo(tmp_path / "models"))
+    signature = next(sig for sig, path in repo.list_model().items() if "-" in path.stem)
+    ours = separation.loading.load_verified(repo, signature)
+    theirs = repo.get_model(signature)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    for name, tensor in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("at", [0.5, 0.999], ids=["in-the-weights", "near-the-end"])
+def test_a_changed_package_is_refused_for_its_checksum(tmp_path: Path, at: float) -> None:
+    from demucs.repo import LocalRepo, ModelLoadingError
+
+    root = write_model_repo(tmp_path / "models")
+    repo = LocalRepo(root)
+    signature, path = next((s, p) for s, p in repo.list_model().items() if "-" in p.stem)
+    _corrupt(path, at)
+    # Whether the load itself fails or not, the mismatch is what is reported.
+    with pytest.raises(ModelLoadingError, match="Invalid checksum"):
+        separation.loading.load_verified(repo, signature)
+
+
+def test_an_unknown_signature_gets_demucs_error(tmp_path: Path) -> None:
+    from demucs.repo import LocalRepo, ModelLoadingError
+
+    repo = LocalRepo(write_model_repo(tmp_path / "models"))
+    with pytest.raises(ModelLoadingError, match="Could not find"):
+        separation.loading.load_verified(repo, "f00dfeed")
+
+
+def test_the_separator_refuses_a_changed_sub_model(tmp_path: Path) -> None:
+    from demucs.repo import LocalRepo
+
+    from separation import ModelUnavailableError
+    from tests.support.audio import music_like
+
+    root = write_model_repo(tmp_path / "models")
+    for path in LocalRepo(root).list_model().values():
+        _corrupt(path, 0.5)
+    separator = make_separator(root)
+    with pytest.raises(ModelUnavailableError, match="checksum"):
+        separator.separate(audio_of(music_like(2.0, seed=3)), ["vocals"])
