@@ -55,19 +55,24 @@ def test_split_gates_give_demucs_estimates(bf16: bool) -> None:
             expected = reference(mix)
         with split_glus:
             got = split(mix)
-    # The frequency branch's rewrites (an encoder's and a decoder's per depth) take the
-    # halves, but for the first decoder's: its input comes from the transformer,
-    # contiguous. The time branch's, on contiguous activations, keep their GLU.
-    assert plain_glus.glus - split_glus.glus == 2 * TINY_KWARGS["depth"] - 1
+    # The frequency branch's rewrites (an encoder's and a decoder's per depth), whose
+    # channels-last weights give channels-last outputs, take the halves; the time
+    # branch's 1-D ones, contiguous, keep their GLU.
+    assert plain_glus.glus - split_glus.glus == 2 * TINY_KWARGS["depth"]
     scale = expected.abs().max().item()
     # fp32: the same products, other kernels. bf16: the sigmoid and the product each round.
     assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 2e-2) * scale
 
 
-def test_a_gate_is_the_glu_of_the_convolution() -> None:
+@pytest.mark.parametrize("layout", ["channels-last", "contiguous", "permuted"])
+def test_a_gate_is_the_glu_of_the_convolution(layout: str) -> None:
     torch.manual_seed(8)
     conv = torch.nn.Conv2d(8, 16, 3, 1, 1).to(memory_format=torch.channels_last)
-    x = torch.randn(1, 8, 12, 20).to(memory_format=torch.channels_last)
+    x = torch.randn(1, 8, 12, 20)
+    if layout == "channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "permuted":  # as an encoder's lean residual branch hands it on
+        x = x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
     identity = torch.nn.Identity()
     with torch.inference_mode():
         expected = torch.nn.functional.glu(conv(x), dim=1)
@@ -79,14 +84,14 @@ def test_a_gate_is_the_glu_of_the_convolution() -> None:
         assert got.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("case", ["contiguous", "norm", "conv1d"])
+@pytest.mark.parametrize("case", ["contiguous-weights", "norm", "conv1d"])
 def test_other_gates_keep_demucs_glu(case: str) -> None:
     torch.manual_seed(9)
-    conv: torch.nn.Module = torch.nn.Conv2d(8, 16, 1)
+    conv: torch.nn.Module = torch.nn.Conv2d(8, 16, 3, 1, 1).to(memory_format=torch.channels_last)
     norm: torch.nn.Module = torch.nn.Identity()
     x = torch.randn(1, 8, 12, 20).to(memory_format=torch.channels_last)
-    if case == "contiguous":
-        x = x.contiguous()
+    if case == "contiguous-weights":
+        conv = torch.nn.Conv2d(8, 16, 3, 1, 1)
     elif case == "norm":
         norm = torch.nn.GroupNorm(4, 16)
     else:
