@@ -42,7 +42,7 @@ from separation.config import Ensemble, SeparatorConfig, check_precision
 from separation.cpu import has_native_bf16
 from separation.dconv import use_lean_dconv
 from separation.errors import ModelUnavailableError, SeparationCancelled
-from separation.gated import use_split_gates
+from separation.fused import use_fused_layers
 from separation.heap import activations_on_heap
 from separation.mixing import assemble_tracks
 from separation.spectral import use_lean_ispec
@@ -144,9 +144,8 @@ def place_sub_model(sub_model: Any, device: torch.device, precision: str) -> Any
             # 0.95x the time per chunk on the published shape, estimates bit-equal; in
             # fp32 the same change measured within noise, so fp32 keeps demucs's.
             use_lean_dconv(sub_model)
-            # The GLUs of channels-last activations as two half convolutions: 0.96x the
-            # time per chunk with the lean branches' one-pass sums; fp32 within noise.
-            use_split_gates(sub_model)
+            # Gates as two half convolutions, GELUs in their products (separation/fused.py).
+            use_fused_layers(sub_model)
         # A pass's largest transient; CUDA sizes its batches by a per-sample activation
         # size measured without this, so it keeps demucs's one-call inverse.
         use_lean_ispec(sub_model)

@@ -1,6 +1,6 @@
-"""The frequency branch's gated convolutions as two halves (separation/gated.py): demucs's
-estimates, the halves taken only where the activation is channels-last and nothing sits
-between the convolution and its GLU."""
+"""HTDemucs's layers with their gates split and their GELUs fused (separation/fused.py):
+demucs's estimates; the fused calls taken only where they were measured (channels-last
+weights on the CPU, nothing between the product and its activation)."""
 
 from __future__ import annotations
 
@@ -11,41 +11,47 @@ import pytest
 import torch
 from demucs.hdemucs import HDecLayer, HEncLayer
 from demucs.htdemucs import HTDemucs
+from demucs.transformer import CrossTransformerEncoderLayer, MyTransformerEncoderLayer
 from torch.overrides import TorchFunctionMode
 
 from separation.bf16 import run_network_in_bf16
-from separation.gated import gated, use_split_gates
+from separation.fused import conv_gelu, gated, linear_gelu, use_fused_layers
 from separation.random_models import FOUR_SOURCES, TINY_KWARGS
 from tests.support.audio import music_like
 
 
 class _Glus(TorchFunctionMode):
-    """Counts the GLUs a computation runs."""
+    """Counts the GLUs and GELUs a computation runs as torch functions (oneDNN's fused
+    calls are not)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.glus = 0
+        self.gelus = 0
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
-        if getattr(func, "__name__", "") == "glu":
-            self.glus += 1
+        name = getattr(func, "__name__", "")
+        self.glus += name == "glu"
+        self.gelus += name == "gelu"
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
-def test_split_gates_give_demucs_estimates(bf16: bool) -> None:
+def test_fused_layers_give_demucs_estimates(bf16: bool) -> None:
     torch.manual_seed(7)
     reference = HTDemucs(FOUR_SOURCES, **TINY_KWARGS).eval()
     reference.to(memory_format=torch.channels_last)  # as the passes place it on CPU
     if bf16:
         run_network_in_bf16(reference)
     split = copy.deepcopy(reference)
-    layers = sum(type(m) in (HEncLayer, HDecLayer) for m in reference.modules())
-    assert layers == 4 * TINY_KWARGS["depth"]  # encoder and decoder, both branches
-    assert use_split_gates(split) == layers
-    assert use_split_gates(split) == 0, "switched layers are not switched again"
+    kinds = (HEncLayer, HDecLayer, MyTransformerEncoderLayer, CrossTransformerEncoderLayer)
+    layers = sum(type(m) in kinds for m in reference.modules())
+    # Encoder and decoder layers of both branches, and a transformer layer per branch.
+    assert layers == 4 * TINY_KWARGS["depth"] + 2 * TINY_KWARGS["t_layers"]
+    assert use_fused_layers(split) == layers
+    assert use_fused_layers(split) == 0, "switched layers are not switched again"
     assert split.state_dict().keys() == reference.state_dict().keys()
     mix = torch.from_numpy(music_like(7.8, seed=22)).unsqueeze(0)
 
@@ -55,13 +61,18 @@ def test_split_gates_give_demucs_estimates(bf16: bool) -> None:
             expected = reference(mix)
         with split_glus:
             got = split(mix)
+    depth = TINY_KWARGS["depth"]
     # The frequency branch's rewrites (an encoder's and a decoder's per depth), whose
     # channels-last weights give channels-last outputs, take the halves; the time
     # branch's 1-D ones, contiguous, keep their GLU.
-    assert plain_glus.glus - split_glus.glus == 2 * TINY_KWARGS["depth"]
+    assert plain_glus.glus - split_glus.glus == 2 * depth
+    # GELUs in oneDNN's calls: each frequency encoder's, each frequency decoder's but the
+    # last one's (it has none), and each transformer layer's feed-forward one.
+    assert plain_glus.gelus - split_glus.gelus == depth + depth - 1 + 2 * TINY_KWARGS["t_layers"]
     scale = expected.abs().max().item()
-    # fp32: the same products, other kernels. bf16: the sigmoid and the product each round.
-    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 2e-2) * scale
+    # fp32: the same products, other kernels. bf16: the sigmoid and the product each round;
+    # the GELUs round once where demucs rounds the product, then the GELU.
+    assert (got - expected).abs().max().item() <= (1e-5 if not bf16 else 2e-2) * scale
 
 
 @pytest.mark.parametrize("layout", ["channels-last", "contiguous", "permuted"])
@@ -104,14 +115,49 @@ def test_other_gates_keep_demucs_glu(case: str) -> None:
         torch.testing.assert_close(got, torch.nn.functional.glu(norm(conv(x)), dim=1))
 
 
+def test_a_convolution_and_its_gelu_are_one_call() -> None:
+    torch.manual_seed(10)
+    x = torch.randn(1, 8, 12, 20)
+    for conv in (
+        torch.nn.Conv2d(8, 16, (8, 1), (4, 1), (2, 0)),
+        torch.nn.ConvTranspose2d(8, 16, (8, 1), (4, 1)),
+    ):
+        conv.to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            counted = _Glus()
+            with counted:
+                got = conv_gelu(conv, x)
+            assert counted.gelus == 0
+            torch.testing.assert_close(got, torch.nn.functional.gelu(conv(x)), rtol=0, atol=1e-5)
+            assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_linear_and_its_gelu_are_one_call() -> None:
+    torch.manual_seed(11)
+    linear = torch.nn.Linear(16, 64)
+    x = torch.randn(1, 30, 16)
+    gelu = torch.nn.functional.gelu
+    with torch.inference_mode():
+        counted = _Glus()
+        with counted:
+            got = linear_gelu(linear, gelu, x)
+        assert counted.gelus == 0
+        torch.testing.assert_close(got, gelu(linear(x)), rtol=0, atol=1e-5)
+        # Another activation is demucs's computation.
+        relu = torch.nn.functional.relu
+        torch.testing.assert_close(linear_gelu(linear, relu, x), relu(linear(x)))
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cpu_passes_split_the_gates_in_bf16_only(precision: str) -> None:
+def test_cpu_passes_fuse_the_layers_in_bf16_only(precision: str) -> None:
     from separation.ensemble import place_sub_model
 
     model = place_sub_model(HTDemucs(FOUR_SOURCES, **TINY_KWARGS), torch.device("cpu"), precision)
     kinds = {type(m).__name__ for m in model.modules()}
+    # The tiny shape's one transformer layer per branch is a self-attention one.
+    fused = {"FusedEncLayer", "FusedDecLayer", "FusedTransformerEncoderLayer"}
+    plain = {"HEncLayer", "HDecLayer", "MyTransformerEncoderLayer"}
     if precision == "bf16":
-        assert {"SplitGateEncLayer", "SplitGateDecLayer"} <= kinds
-        assert not {"HEncLayer", "HDecLayer"} & kinds
+        assert fused <= kinds and not plain & kinds
     else:
-        assert {"HEncLayer", "HDecLayer"} <= kinds and "SplitGateEncLayer" not in kinds
+        assert plain <= kinds and not fused & kinds
