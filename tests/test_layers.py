@@ -110,3 +110,10 @@ def test_bot_process_imports_neither_the_worker_nor_torch() -> None:
 def test_the_probe_sees_heavy_imports() -> None:
     # The same probe does notice torch, so the test above can fail.
     assert {"torch", "worker"} <= set(_heavy_in(_modules_after("import worker.app")))
+
+
+def test_demix_separate_imports_torch_only_after_its_checks() -> None:
+    # The first song decodes while torch imports (separation/cli.py): importing the
+    # command's module must not import torch already.
+    modules = _modules_after("import separation.cli")
+    assert "torch" not in _heavy_in(modules)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from demix.cli import main
 from separation import decode_audio, probe_audio
@@ -292,6 +293,12 @@ def test_an_unknown_format_or_precision_exits_non_zero_with_the_choices(
     [
         (["--device", "cpu", "--precision", "fp16"], "fp16 is not supported on cpu"),
         (["--device", "gpu"], "device is one of auto, cpu, cuda, cuda:N, mps, not 'gpu'"),
+        # Known once torch is imported, while the song decodes: that work is thrown away.
+        pytest.param(
+            ["--device", "cuda"],
+            "device cuda is not available here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here"),
+        ),
     ],
 )
 def test_a_precision_or_device_that_cannot_run_exits_non_zero_with_one_line(
