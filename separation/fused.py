@@ -170,6 +170,16 @@ def linear_gelu(linear: Any, activation: Any, x: Any) -> Any:
     return activation(linear(x))
 
 
+def _residual_branch(layer: Any, y: Any) -> Any:
+    """An encoder or decoder layer's ``dconv`` over ``y``, the frequency rows folded into
+    the batch and back, as demucs's layers run it."""
+    if not layer.freq:
+        return layer.dconv(y)
+    B, C, Fr, T = y.shape
+    y = layer.dconv(y.permute(0, 2, 1, 3).reshape(-1, C, T))
+    return y.view(B, Fr, C, T).permute(0, 2, 1, 3)
+
+
 @functools.cache
 def _fused_classes() -> dict[type, type]:
     """demucs's layer class to its fused one, defined on first use so that importing this
@@ -185,8 +195,7 @@ def _fused_classes() -> dict[type, type]:
 
         def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
             if not self.freq and x.dim() == 4:
-                B, C, Fr, T = x.shape
-                x = x.view(B, -1, T)
+                x = x.view(x.shape[0], -1, x.shape[-1])
             if not self.freq:
                 le = x.shape[-1]
                 if le % self.stride != 0:
@@ -204,12 +213,7 @@ def _fused_classes() -> dict[type, type]:
                     y = y + inject
                 y = F.gelu(self.norm1(y))
             if self.dconv:
-                if self.freq:
-                    B, C, Fr, T = y.shape
-                    y = y.permute(0, 2, 1, 3).reshape(-1, C, T)
-                y = self.dconv(y)
-                if self.freq:
-                    y = y.view(B, Fr, C, T).permute(0, 2, 1, 3)
+                y = _residual_branch(self, y)
             if self.rewrite:
                 return gated(self.rewrite, self.norm2, y)
             return y
@@ -221,19 +225,13 @@ def _fused_classes() -> dict[type, type]:
             self, x: torch.Tensor, skip: torch.Tensor | None, length: int
         ) -> tuple[torch.Tensor, torch.Tensor]:
             if self.freq and x.dim() == 3:
-                B, C, T = x.shape
-                x = x.view(B, self.chin, -1, T)
+                x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
             if not self.empty:
                 assert skip is not None
                 x = x + skip
                 y = gated(self.rewrite, self.norm1, x) if self.rewrite else x
                 if self.dconv:
-                    if self.freq:
-                        B, C, Fr, T = y.shape
-                        y = y.permute(0, 2, 1, 3).reshape(-1, C, T)
-                    y = self.dconv(y)
-                    if self.freq:
-                        y = y.view(B, Fr, C, T).permute(0, 2, 1, 3)
+                    y = _residual_branch(self, y)
             else:
                 y = x
                 assert skip is None

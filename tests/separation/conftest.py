@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -27,3 +30,22 @@ def audio_of(samples: np.ndarray) -> Audio:
 def clip() -> Audio:
     """Two seconds of music-like stereo audio."""
     return audio_of(music_like(2.0))
+
+
+def demucs_vocals(model_repo: Path, audio: Audio, shifts: int = 0) -> tuple[np.ndarray, Any]:
+    """htdemucs_ft's vocals of ``audio`` as plain demucs computes them (its vocals
+    sub-model through ``apply_model``, normalised as demucs's separate.py does), and that
+    sub-model. Draws from ``random`` as ``apply_model`` does when ``shifts`` > 0."""
+    import torch
+    from demucs.apply import apply_model
+    from demucs.pretrained import get_model
+
+    bag = get_model("htdemucs_ft", repo=model_repo)
+    index = bag.sources.index("vocals")
+    model = bag.models[[row[index] != 0.0 for row in bag.weights].index(True)]
+    mix = torch.from_numpy(audio.samples)
+    ref = mix.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    with torch.no_grad():
+        out = apply_model(model, ((mix - mean) / std)[None], shifts=shifts, overlap=0.25)
+    return (out[0, index] * std + mean).numpy(), model

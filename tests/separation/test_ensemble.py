@@ -29,7 +29,7 @@ from separation import (
     resolve_device,
 )
 from separation.ensemble import chunk_offsets
-from tests.separation.conftest import audio_of
+from tests.separation.conftest import audio_of, demucs_vocals
 from tests.support.audio import decode, make_song, music_like, write_audio
 from tests.support.separators import make_separator
 
@@ -199,23 +199,12 @@ def test_matches_plain_demucs_apply_model_over_several_chunks(
 def test_a_last_chunk_that_adds_nothing_is_not_run(model_repo: Path) -> None:
     """A 7 s song: apply_model runs a second chunk at 5.85 s for samples the first chunk
     holds too; our pass runs the first alone, and matches apply_model before 5.85 s."""
-    from demucs.apply import apply_model
-    from demucs.pretrained import get_model
-
     audio = audio_of(music_like(7.0, seed=5))
     seen: list[float] = []
     ours = make_separator(model_repo).separate(audio, ["vocals"], progress=seen.append)
     assert len(seen) == 2 + 1  # start, one chunk, end
 
-    bag = get_model("htdemucs_ft", repo=model_repo)
-    index = bag.sources.index("vocals")
-    model = bag.models[[row[index] != 0.0 for row in bag.weights].index(True)]
-    mix = torch.from_numpy(audio.samples)
-    ref = mix.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
-    with torch.no_grad():
-        out = apply_model(model, ((mix - mean) / std)[None], shifts=0, overlap=0.25)
-    expected = (out[0, index] * std + mean).numpy()
+    expected, model = demucs_vocals(model_repo, audio)
     second_chunk = int(0.75 * model.segment * model.samplerate)
     assert second_chunk < audio.samples.shape[1]
     np.testing.assert_allclose(

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from separation import SOURCES, EnsembleSeparator, RawTrack, SeparationCancelled, decode_audio
 from separation import audio as audio_module
 from separation.audio import SpooledSamples
 from separation.cache import SourceCache, audio_digest
-from tests.separation.conftest import audio_of
+from tests.separation.conftest import audio_of, demucs_vocals
 from tests.separation.test_ensemble import assert_tracks_sum_to_mix
 from tests.support.audio import music_like, write_audio
 from tests.support.separators import make_separator
@@ -136,25 +135,14 @@ def test_temporaries_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
 def test_a_random_shift_matches_demucs_apply_model(model_repo: Path, batch_size: int) -> None:
     """With a shift, the pass runs over the song shifted as apply_model shifts it (the same
     random draw), batched like any pass."""
-    from demucs.apply import apply_model
-    from demucs.pretrained import get_model
-
     audio = audio_of(music_like(15.0, seed=15))  # three chunks per pass
     separator = make_separator(model_repo, shifts=1, batch_size=batch_size)
     separator.warm_up()  # the draw below must be the first after seeding
     random.seed(7)
     ours = separator.separate(audio, ["vocals"])["vocals"]
 
-    bag = get_model("htdemucs_ft", repo=model_repo)
-    index = bag.sources.index("vocals")
-    model = bag.models[[row[index] != 0.0 for row in bag.weights].index(True)]
-    mix = torch.from_numpy(audio.samples)
-    ref = mix.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
     random.seed(7)
-    with torch.no_grad():
-        out = apply_model(model, ((mix - mean) / std)[None], shifts=1, overlap=0.25)
-    expected = (out[0, index] * std + mean).numpy()
+    expected, _ = demucs_vocals(model_repo, audio, shifts=1)
     np.testing.assert_allclose(ours, expected, atol=2e-5)
     unshifted = make_separator(model_repo).separate(audio, ["vocals"])["vocals"]
     assert np.abs(unshifted - ours).max() > 1e-3  # the shift did change the estimate
