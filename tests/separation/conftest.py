@@ -49,3 +49,53 @@ def demucs_vocals(model_repo: Path, audio: Audio, shifts: int = 0) -> tuple[np.n
     with torch.no_grad():
         out = apply_model(model, ((mix - mean) / std)[None], shifts=shifts, overlap=0.25)
     return (out[0, index] * std + mean).numpy(), model
+
+
+class TorchCalls:
+    """Counts the calls of each torch function run inside ``with`` (a
+    ``TorchFunctionMode``; oneDNN's fused ops, called through ``torch.ops``, are not
+    torch functions and are not counted)."""
+
+    def __init__(self) -> None:
+        from torch.overrides import TorchFunctionMode
+
+        counts: dict[str, int] = {}
+        self.counts = counts
+
+        class _Mode(TorchFunctionMode):
+            def __torch_function__(
+                self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+            ) -> Any:
+                name = getattr(func, "__name__", str(func))
+                counts[name] = counts.get(name, 0) + 1
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+
+    def __enter__(self) -> TorchCalls:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+
+def tiny_network(seed: int, bf16: bool) -> Any:
+    """A tiny random 4-source HTDemucs in eval mode, channels-last as our CPU passes place
+    it, its network held in bf16 when ``bf16``: the reference a class swap is compared
+    with."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    from separation.bf16 import run_network_in_bf16
+    from separation.random_models import FOUR_SOURCES, TINY_KWARGS
+
+    torch.manual_seed(seed)
+    network = HTDemucs(FOUR_SOURCES, **TINY_KWARGS).eval()
+    network.to(memory_format=torch.channels_last)
+    if bf16:
+        run_network_in_bf16(network)
+    return network

@@ -5,49 +5,27 @@ scaled sums one pass."""
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 import torch
 from demucs.demucs import DConv
 from demucs.htdemucs import HTDemucs
-from torch.overrides import TorchFunctionMode
 
-from separation.bf16 import run_network_in_bf16
 from separation.dconv import use_lean_dconv
 from separation.random_models import FOUR_SOURCES, TINY_KWARGS
+from tests.separation.conftest import TorchCalls, tiny_network
 from tests.support.audio import music_like
 
 
-class _Calls(TorchFunctionMode):
-    """Counts the calls of each torch function a forward pass makes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: dict[str, int] = {}
-
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        name = getattr(func, "__name__", str(func))
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
-
-
-def _forward(model: torch.nn.Module, mix: torch.Tensor) -> tuple[torch.Tensor, _Calls]:
-    calls = _Calls()
-    with torch.inference_mode(), calls:
+def _forward(model: torch.nn.Module, mix: torch.Tensor) -> tuple[torch.Tensor, TorchCalls]:
+    with torch.inference_mode(), TorchCalls() as calls:
         out = model(mix)
     return out, calls
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
 def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
-    torch.manual_seed(5)
-    reference = HTDemucs(FOUR_SOURCES, **TINY_KWARGS).eval()
-    reference.to(memory_format=torch.channels_last)  # as the passes place it on CPU
-    if bf16:
-        run_network_in_bf16(reference)
+    reference = tiny_network(5, bf16)
     lean = copy.deepcopy(reference)
     branches = sum(type(m) is DConv for m in reference.modules())
     assert branches > 0
@@ -61,9 +39,9 @@ def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
     # Each branch's 1x1 convolution is one bmm instead of a conv1d, and each layer's scaled
     # sum one addcmul.
     layers = branches * TINY_KWARGS["dconv_depth"]
-    assert lean_calls.counts.get("bmm", 0) == layers
-    assert lean_calls.counts.get("addcmul", 0) == layers
-    assert "bmm" not in plain_calls.counts and "addcmul" not in plain_calls.counts
+    assert lean_calls["bmm"] == layers
+    assert lean_calls["addcmul"] == layers
+    assert plain_calls["bmm"] == plain_calls["addcmul"] == 0
     # The same products summed in another order: float rounding apart, in either precision
     # (bf16 rounds each product's sum once, as the convolution does; and the scaled sum
     # once where demucs rounds the scaled branch and then the sum).

@@ -5,46 +5,22 @@ weights on the CPU, nothing between the product and its activation)."""
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 import torch
 from demucs.hdemucs import HDecLayer, HEncLayer
 from demucs.htdemucs import HTDemucs
 from demucs.transformer import CrossTransformerEncoderLayer, MyTransformerEncoderLayer
-from torch.overrides import TorchFunctionMode
 
-from separation.bf16 import run_network_in_bf16
 from separation.fused import conv_gelu, gated, linear_gelu, use_fused_layers
 from separation.random_models import FOUR_SOURCES, TINY_KWARGS
+from tests.separation.conftest import TorchCalls, tiny_network
 from tests.support.audio import music_like
-
-
-class _Glus(TorchFunctionMode):
-    """Counts the GLUs and GELUs a computation runs as torch functions (oneDNN's fused
-    calls are not)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.glus = 0
-        self.gelus = 0
-
-    def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
-        name = getattr(func, "__name__", "")
-        self.glus += name == "glu"
-        self.gelus += name == "gelu"
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
 def test_fused_layers_give_demucs_estimates(bf16: bool) -> None:
-    torch.manual_seed(7)
-    reference = HTDemucs(FOUR_SOURCES, **TINY_KWARGS).eval()
-    reference.to(memory_format=torch.channels_last)  # as the passes place it on CPU
-    if bf16:
-        run_network_in_bf16(reference)
+    reference = tiny_network(7, bf16)
     split = copy.deepcopy(reference)
     kinds = (HEncLayer, HDecLayer, MyTransformerEncoderLayer, CrossTransformerEncoderLayer)
     layers = sum(type(m) in kinds for m in reference.modules())
@@ -56,19 +32,20 @@ def test_fused_layers_give_demucs_estimates(bf16: bool) -> None:
     mix = torch.from_numpy(music_like(7.8, seed=22)).unsqueeze(0)
 
     with torch.inference_mode():
-        plain_glus, split_glus = _Glus(), _Glus()
-        with plain_glus:
+        plain_calls, fused_calls = TorchCalls(), TorchCalls()
+        with plain_calls:
             expected = reference(mix)
-        with split_glus:
+        with fused_calls:
             got = split(mix)
     depth = TINY_KWARGS["depth"]
     # The frequency branch's rewrites (an encoder's and a decoder's per depth), whose
     # channels-last weights give channels-last outputs, take the halves; the time
     # branch's 1-D ones, contiguous, keep their GLU.
-    assert plain_glus.glus - split_glus.glus == 2 * depth
+    assert plain_calls["glu"] - fused_calls["glu"] == 2 * depth
     # GELUs in oneDNN's calls: each frequency encoder's, each frequency decoder's but the
     # last one's (it has none), and each transformer layer's feed-forward one.
-    assert plain_glus.gelus - split_glus.gelus == depth + depth - 1 + 2 * TINY_KWARGS["t_layers"]
+    fused_gelus = depth + depth - 1 + 2 * TINY_KWARGS["t_layers"]
+    assert plain_calls["gelu"] - fused_calls["gelu"] == fused_gelus
     scale = expected.abs().max().item()
     # fp32: the same products, other kernels. bf16: the sigmoid and the product each round;
     # the GELUs round once where demucs rounds the product, then the GELU.
@@ -87,10 +64,10 @@ def test_a_gate_is_the_glu_of_the_convolution(layout: str) -> None:
     identity = torch.nn.Identity()
     with torch.inference_mode():
         expected = torch.nn.functional.glu(conv(x), dim=1)
-        counted = _Glus()
+        counted = TorchCalls()
         with counted:
             got = gated(conv, identity, x)
-        assert counted.glus == 0
+        assert counted["glu"] == 0
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
         assert got.is_contiguous(memory_format=torch.channels_last)
 
@@ -108,10 +85,10 @@ def test_other_gates_keep_demucs_glu(case: str) -> None:
     else:
         conv, x = torch.nn.Conv1d(8, 16, 1), torch.randn(1, 8, 20)
     with torch.inference_mode():
-        counted = _Glus()
+        counted = TorchCalls()
         with counted:
             got = gated(conv, norm, x)
-        assert counted.glus == 1
+        assert counted["glu"] == 1
         torch.testing.assert_close(got, torch.nn.functional.glu(norm(conv(x)), dim=1))
 
 
@@ -124,10 +101,10 @@ def test_a_convolution_and_its_gelu_are_one_call() -> None:
     ):
         conv.to(memory_format=torch.channels_last)
         with torch.inference_mode():
-            counted = _Glus()
+            counted = TorchCalls()
             with counted:
                 got = conv_gelu(conv, x)
-            assert counted.gelus == 0
+            assert counted["gelu"] == 0
             torch.testing.assert_close(got, torch.nn.functional.gelu(conv(x)), rtol=0, atol=1e-5)
             assert got.is_contiguous(memory_format=torch.channels_last)
 
@@ -138,10 +115,10 @@ def test_a_linear_and_its_gelu_are_one_call() -> None:
     x = torch.randn(1, 30, 16)
     gelu = torch.nn.functional.gelu
     with torch.inference_mode():
-        counted = _Glus()
+        counted = TorchCalls()
         with counted:
             got = linear_gelu(linear, gelu, x)
-        assert counted.gelus == 0
+        assert counted["gelu"] == 0
         torch.testing.assert_close(got, gelu(linear(x)), rtol=0, atol=1e-5)
         # Another activation is demucs's computation.
         relu = torch.nn.functional.relu
