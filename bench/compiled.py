@@ -25,7 +25,12 @@ SDPA, no grad, under autocast for bf16. The variants:
             linear layers prepacked for oneDNN: inductor's recommended CPU inference mode);
   whole     ``torch.compile`` of the whole forward, STFT and iSTFT included;
   onednn    the same network traced (``torch.jit.trace`` + ``torch.jit.freeze``) with
-            oneDNN graph fusion on (``torch.jit.enable_onednn_fusion(True)``).
+            oneDNN graph fusion on (``torch.jit.enable_onednn_fusion(True)``);
+  onnxruntime  the same network exported to ONNX (``torch.onnx.export``, torch's dynamo
+            exporter) and run by ONNX Runtime's CPU provider (all graph optimisations, as
+            many intra-op threads as torch has); float32 only: the exported graph is the
+            float32 network, and a bf16 run is reported as not built. Export and session
+            are its cold cost. Needs the ``bench`` extra (onnxruntime, onnx, onnxscript).
 
 For each variant and precision: the cold cost (building it and its first two chunks:
 compile or trace, and two passes, since TorchScript optimises on the second); the steady
@@ -44,11 +49,9 @@ the same folder gives the cold cost of a worker started again on the same machin
 estimate for a bag's later sub-models of one shape, where the cache is keyed by the graph,
 not the weights: without ``freezing``).
 
-ONNX Runtime is not among the variants: its wheel is 27.8 MB (1.32.0, cp311 manylinux),
-and exporting torch 2.13's default (dynamo) way needs ``onnx`` and ``onnxscript`` too.
-
     python bench/compiled.py [--size pretrained|tiny] [--precision fp32,bf16]
-                             [--variants eager,inductor,freezing,onednn] [--rounds 5]
+                             [--variants eager,passes,inductor,freezing,onednn,onnxruntime]
+                             [--rounds 5]
 """
 
 from __future__ import annotations
@@ -70,7 +73,16 @@ TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "musdb7
 EXCERPT = "Music Delta - 80s Rock.stem.mp4"
 SONG_S = 240.0
 OVERLAP = 0.25
-VARIANTS = ("eager", "passes", "plaindconv", "inductor", "freezing", "whole", "onednn")
+VARIANTS = (
+    "eager",
+    "passes",
+    "plaindconv",
+    "inductor",
+    "freezing",
+    "whole",
+    "onednn",
+    "onnxruntime",
+)
 
 
 def network(model: Any) -> Any:
@@ -251,7 +263,45 @@ def build(variant: str, model: Any, precision: str, mix: Any) -> Callable[[], An
                 return split_forward(model, traced, mix)
 
         return run
+    if variant == "onnxruntime":
+        return onnxruntime_run(model, precision, mix)
     raise ValueError(f"unknown variant {variant}")
+
+
+def onnxruntime_run(model: Any, precision: str, mix: Any) -> Callable[[], Any]:
+    """The ``onnxruntime`` variant's pass over ``mix``: :func:`network` exported to ONNX and
+    run by ONNX Runtime on the CPU, the STFT and the iSTFT in torch (:func:`split_forward`).
+    Exports and builds the session now (the variant's cold cost)."""
+    import onnxruntime
+    import torch
+
+    if precision != "fp32":
+        raise ValueError("fp32 only: the exported graph is the float32 network")
+    with torch.no_grad():
+        mag = model._magnitude(model._spec(mix))
+        program = torch.onnx.export(network(model).eval(), (mag, mix), dynamo=True, verbose=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with tempfile.TemporaryDirectory(prefix="onnx-") as folder:
+        # The session reads the file (graph and weights) once, as it is built.
+        path = Path(folder) / "network.onnx"
+        program.save(str(path))
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+    inputs = [i.name for i in session.get_inputs()]
+
+    def net(mag: Any, mix: Any) -> tuple[Any, Any]:
+        x, xt = session.run(None, dict(zip(inputs, (mag.numpy(), mix.numpy()), strict=True)))
+        return torch.from_numpy(x), torch.from_numpy(xt)
+
+    def run() -> Any:
+        with torch.no_grad():
+            return split_forward(model, net, mix)
+
+    return run
 
 
 def _own_code(function: Any, label: str) -> Any:
