@@ -8,6 +8,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,22 @@ from demucs.htdemucs import HTDemucs
 from separation.random_models import FOUR_SOURCES, TINY_KWARGS
 from tests.bench.conftest import load_bench_script
 from tests.conftest import TESTDATA
+
+needs_testdata = pytest.mark.skipif(
+    not (TESTDATA / "musdb7").is_dir(),
+    reason="../shared/testdata is not beside the checkout",
+)
+
+
+def run_on_a_tiny_model(
+    compiled: ModuleType, tmp_path: Path, variants: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """``compiled.main`` over ``variants``, fp32 and bf16, one round on the tiny model: its
+    figures by (variant, precision)."""
+    out = tmp_path / "figures.json"
+    args = ["--size", "tiny", "--precision", "fp32,bf16", "--variants", variants]
+    assert compiled.main([*args, "--rounds", "1", "--json", str(out)]) == 0
+    return {(f["variant"], f["precision"]): f for f in json.loads(out.read_text())}
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +70,12 @@ def test_chunks_per_pass(compiled: ModuleType) -> None:
     assert compiled.chunks_per_pass(5.85, 7.8) == 1
 
 
-@pytest.mark.skipif(
-    not (TESTDATA / "musdb7").is_dir(),
-    reason="../shared/testdata is not beside the checkout",
-)
+@needs_testdata
 def test_an_eager_run_on_a_tiny_model(
     compiled: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "figures.json"
     variants = ("eager", "passes", "plaindconv")
-    args = ["--size", "tiny", "--precision", "fp32,bf16", "--variants", ",".join(variants)]
-    assert compiled.main([*args, "--rounds", "1", "--json", str(out)]) == 0
-    figures = {(f["variant"], f["precision"]): f for f in json.loads(out.read_text())}
+    figures = run_on_a_tiny_model(compiled, tmp_path, ",".join(variants))
     assert set(figures) == {(v, p) for v in variants for p in ("fp32", "bf16")}
     # Our placement changes the kernels, not the float32 result.
     assert figures["passes", "fp32"]["max_abs_diff"] < 1e-5
@@ -81,17 +92,11 @@ def test_an_eager_run_on_a_tiny_model(
     assert "| eager | fp32 |" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(
-    not (TESTDATA / "musdb7").is_dir(),
-    reason="../shared/testdata is not beside the checkout",
-)
+@needs_testdata
 def test_an_onnxruntime_run_on_a_tiny_model(
     compiled: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "figures.json"
-    args = ["--size", "tiny", "--precision", "fp32,bf16", "--variants", "eager,onnxruntime"]
-    assert compiled.main([*args, "--rounds", "1", "--json", str(out)]) == 0
-    figures = {(f["variant"], f["precision"]): f for f in json.loads(out.read_text())}
+    figures = run_on_a_tiny_model(compiled, tmp_path, "eager,onnxruntime")
     # float32 only: a bf16 run is reported as not built, and not timed.
     assert set(figures) == {("eager", "fp32"), ("onnxruntime", "fp32"), ("eager", "bf16")}
     assert "onnxruntime bf16: failed: ValueError: fp32 only" in capsys.readouterr().out
