@@ -1,5 +1,3 @@
-import sys
+from demix.cli import script
 
-from demix.cli import main
-
-sys.exit(main())
+script()
