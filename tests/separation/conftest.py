@@ -32,17 +32,26 @@ def clip() -> Audio:
     return audio_of(music_like(2.0))
 
 
-def demucs_vocals(model_repo: Path, audio: Audio, shifts: int = 0) -> tuple[np.ndarray, Any]:
-    """htdemucs_ft's vocals of ``audio`` as plain demucs computes them (its vocals
-    sub-model through ``apply_model``, normalised as demucs's separate.py does), and that
-    sub-model. Draws from ``random`` as ``apply_model`` does when ``shifts`` > 0."""
+def demucs_estimate(
+    model_repo: Path,
+    audio: Audio,
+    model_name: str = "htdemucs_ft",
+    source: str = "vocals",
+    shifts: int = 0,
+) -> tuple[np.ndarray, Any]:
+    """``source`` of ``audio`` as plain demucs computes it with the one sub-model of
+    ``model_name`` that gives it (through ``apply_model``, normalised as demucs's
+    separate.py does), and that sub-model. Draws from ``random`` as ``apply_model`` does
+    when ``shifts`` > 0."""
     import torch
     from demucs.apply import apply_model
     from demucs.pretrained import get_model
 
-    bag = get_model("htdemucs_ft", repo=model_repo)
-    index = bag.sources.index("vocals")
-    model = bag.models[[row[index] != 0.0 for row in bag.weights].index(True)]
+    bag = get_model(model_name, repo=model_repo)
+    index = bag.sources.index(source)
+    weights = [row[index] for row in bag.weights]
+    assert weights.count(0.0) == len(weights) - 1, "one sub-model gives the source"
+    model = bag.models[[w != 0.0 for w in weights].index(True)]
     mix = torch.from_numpy(audio.samples)
     ref = mix.mean(0)
     mean, std = ref.mean(), ref.std() + 1e-8

@@ -29,7 +29,7 @@ from separation import (
     resolve_device,
 )
 from separation.ensemble import chunk_offsets
-from tests.separation.conftest import audio_of, demucs_vocals
+from tests.separation.conftest import audio_of, demucs_estimate
 from tests.support.audio import decode, make_song, music_like, write_audio
 from tests.support.separators import make_separator
 
@@ -174,25 +174,12 @@ def test_matches_plain_demucs_apply_model_over_several_chunks(
     """Our chunked pass of one sub-model reproduces demucs's apply_model on that model.
 
     With htdemucs_ft's identity bag weights, A's vocals are its vocals sub-model's output."""
-    from demucs.apply import apply_model
-    from demucs.pretrained import get_model
-
     assert separator.precision == "fp32", "compared with demucs's fp32 within 2e-5"
     audio = audio_of(music_like(10.0, seed=5))  # two chunks
     # Route: each source from one model's passes (blend would average vocals with B's).
     ours = separator.separate(audio, ["vocals", "guitar"], ensemble=Ensemble("route"))
-
-    mix = torch.from_numpy(audio.samples)
-    ref = mix.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
     for name, source in (("htdemucs_ft", "vocals"), ("htdemucs_6s", "guitar")):
-        model = get_model(name, repo=model_repo)
-        weights = [row[model.sources.index(source)] for row in model.weights]
-        assert weights.count(0.0) == len(weights) - 1
-        model = model.models[[w != 0.0 for w in weights].index(True)]
-        with torch.no_grad():
-            out = apply_model(model, ((mix - mean) / std)[None], shifts=0, overlap=0.25)
-        expected = (out[0, model.sources.index(source)] * std + mean).numpy()
+        expected, _ = demucs_estimate(model_repo, audio, name, source)
         np.testing.assert_allclose(ours[source], expected, atol=2e-5)
 
 
@@ -204,7 +191,7 @@ def test_a_last_chunk_that_adds_nothing_is_not_run(model_repo: Path) -> None:
     ours = make_separator(model_repo).separate(audio, ["vocals"], progress=seen.append)
     assert len(seen) == 2 + 1  # start, one chunk, end
 
-    expected, model = demucs_vocals(model_repo, audio)
+    expected, model = demucs_estimate(model_repo, audio)
     second_chunk = int(0.75 * model.segment * model.samplerate)
     assert second_chunk < audio.samples.shape[1]
     np.testing.assert_allclose(

@@ -15,7 +15,7 @@ from separation import SOURCES, EnsembleSeparator, RawTrack, SeparationCancelled
 from separation import audio as audio_module
 from separation.audio import SpooledSamples
 from separation.cache import SourceCache, audio_digest
-from tests.separation.conftest import audio_of, demucs_vocals
+from tests.separation.conftest import audio_of, demucs_estimate
 from tests.separation.test_ensemble import assert_tracks_sum_to_mix
 from tests.support.audio import music_like, write_audio
 from tests.support.separators import make_separator
@@ -142,7 +142,7 @@ def test_a_random_shift_matches_demucs_apply_model(model_repo: Path, batch_size:
     ours = separator.separate(audio, ["vocals"])["vocals"]
 
     random.seed(7)
-    expected, _ = demucs_vocals(model_repo, audio, shifts=1)
+    expected, _ = demucs_estimate(model_repo, audio, shifts=1)
     np.testing.assert_allclose(ours, expected, atol=2e-5)
     unshifted = make_separator(model_repo).separate(audio, ["vocals"])["vocals"]
     assert np.abs(unshifted - ours).max() > 1e-3  # the shift did change the estimate
