@@ -9,13 +9,19 @@ parameters, state dict and outputs stay those of the module), which never takes 
 path, and picks the kernel by where and in what precision it runs:
 
 - float32, or any CUDA run: SDPA (on CPU its flash kernel, which keeps no full matrix);
-- bf16 on CPU: :func:`blocked_attention`. SDPA's CPU flash kernel runs bf16 no faster than
-  float32 (about 155 GFLOP/s on this project's Zen 4 machine, for either dtype), while
-  batched bf16 matrix products over blocks of queries reach about 220 GFLOP/s on the same
-  shapes (8 heads x 2688 x 2688 x 64), the softmax included. With the network held in bf16
-  (:mod:`separation.bf16`), a forward pass of an htdemucs_ft sub-model over one 7.8 s chunk
-  took 1.75 s against autocast's 2.13 s with SDPA, in one run of ``bench/compiled.py
-  --variants eager,passes``.
+- bf16 on a CPU with AMX (``amx_bf16``): SDPA. Its flash kernel packs bf16 blocks for
+  AMX's tiles: on a 2-core AMX Xeon, 16.9 ms for 8 heads x 2688 x 2688 x 64 against
+  :func:`blocked_attention`'s 81 ms, and an htdemucs_ft sub-model's bf16 chunk in 765 ms
+  against 883 ms (``bench/compiled.py``'s shapes), its results closer to float32's too.
+- bf16 on other CPUs (AVX-512 BF16 without AMX): :func:`blocked_attention`. There SDPA's
+  flash kernel runs bf16 no faster than float32 (about 155 GFLOP/s on this project's Zen 4
+  machine, for either dtype), while batched bf16 matrix products over blocks of queries
+  reach about 220 GFLOP/s on the same shapes, the softmax included. With the network held
+  in bf16 (:mod:`separation.bf16`), a forward pass of an htdemucs_ft sub-model over one
+  7.8 s chunk took 1.75 s against autocast's 2.13 s with SDPA, in one run of
+  ``bench/compiled.py --variants eager,passes``.
+
+:func:`cpu_bf16_attention` is the rule.
 
 Importing this module does not import torch; :func:`use_pass_attention` does.
 """
@@ -23,6 +29,8 @@ Importing this module does not import torch; :func:`use_pass_attention` does.
 from __future__ import annotations
 
 from typing import Any
+
+from separation.cpu import has_amx_bf16
 
 # Queries per block in the blocked kernel: one block's scores (8 heads x 256 x 2688 bf16,
 # 11 MB) stay near the caches, and the products are large enough to run at full rate.
@@ -60,6 +68,18 @@ def blocked_attention(q: Any, k: Any, v: Any, block: int = BLOCK_QUERIES) -> Any
         for start in range(0, q.shape[-2], block)
     ]
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-2)
+
+
+def cpu_bf16_attention(cpuinfo: str | None = None) -> str:
+    """The kernel bf16 attention runs on this CPU (see the module's docstring).
+
+    Args:
+        cpuinfo: a ``/proc/cpuinfo`` text to judge; None judges this machine's.
+
+    Returns:
+        ``"sdpa"`` where the CPU has AMX's bf16 tiles, else ``"blocked"``.
+    """
+    return "sdpa" if has_amx_bf16(cpuinfo) else "blocked"
 
 
 def use_pass_attention(model: Any) -> int:
@@ -160,7 +180,11 @@ def _define_pass_attention() -> Any:
             heads = (self.num_heads, self.head_dim)
             # (batch, length, embed) -> (batch, heads, length, head_dim)
             q, k, v = (x.unflatten(-1, heads).transpose(1, 2) for x in (q, k, v))
-            if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            if (
+                q.device.type == "cpu"
+                and q.dtype == torch.bfloat16
+                and cpu_bf16_attention() == "blocked"
+            ):
                 out = blocked_attention(q, k, v)
             else:
                 out = F.scaled_dot_product_attention(q, k, v)

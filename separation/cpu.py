@@ -20,6 +20,8 @@ from pathlib import Path
 CPUINFO = Path("/proc/cpuinfo")
 # Either flag means bf16 products at least twice fp32's rate on the CPU's own units.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# AMX's bf16 tiles: oneDNN's and torch's flash attention's bf16 kernels pack blocks for them.
+AMX_BF16_FLAG = "amx_bf16"
 
 
 def cpu_flags(cpuinfo: str) -> frozenset[str]:
@@ -41,15 +43,25 @@ def has_native_bf16(cpuinfo: str | None = None) -> bool:
         cpuinfo: a ``/proc/cpuinfo`` text to judge; None reads this machine's (once per
             process).
     """
-    if cpuinfo is None:
-        return _this_cpu_has_native_bf16()
-    return bool(cpu_flags(cpuinfo) & NATIVE_BF16_FLAGS)
+    flags = _this_cpu_flags() if cpuinfo is None else cpu_flags(cpuinfo)
+    return bool(flags & NATIVE_BF16_FLAGS)
+
+
+def has_amx_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AMX's bf16 tiles (``amx_bf16``).
+
+    Args:
+        cpuinfo: a ``/proc/cpuinfo`` text to judge; None reads this machine's (once per
+            process).
+    """
+    flags = _this_cpu_flags() if cpuinfo is None else cpu_flags(cpuinfo)
+    return AMX_BF16_FLAG in flags
 
 
 @functools.cache
-def _this_cpu_has_native_bf16() -> bool:
+def _this_cpu_flags() -> frozenset[str]:
     try:
         text = CPUINFO.read_text(errors="replace")
     except OSError:  # not Linux, or /proc not mounted: no evidence of native bf16
-        return False
-    return has_native_bf16(text)
+        return frozenset()
+    return cpu_flags(text)

@@ -21,6 +21,7 @@ from separation import (
     SeparatorConfig,
     decode_audio,
 )
+from separation.attention import cpu_bf16_attention
 from separation.cpu import cpu_flags, has_native_bf16
 from separation.ensemble import _ACTIVATION_BYTES_PER_SAMPLE, resolve_precision
 from tests.conftest import MUSIC_EXCERPTS
@@ -193,6 +194,15 @@ def test_auto_precision_is_bf16_where_the_device_computes_it_natively(
 )
 def test_native_bf16_is_read_from_the_cpuinfo_flags(cpuinfo: str, native: bool) -> None:
     assert has_native_bf16(cpuinfo) is native
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "kernel"),
+    [(ZEN4_CPUINFO, "blocked"), (SAPPHIRE_RAPIDS_CPUINFO, "sdpa"), ("", "blocked")],
+    ids=["avx512_bf16", "amx_bf16", "empty"],
+)
+def test_bf16_attention_takes_sdpa_only_on_amx(cpuinfo: str, kernel: str) -> None:
+    assert cpu_bf16_attention(cpuinfo) == kernel
 
 
 def test_a_flag_counts_only_when_every_processor_has_it() -> None:
