@@ -11,7 +11,7 @@ import torch
 from demucs.demucs import DConv
 from demucs.htdemucs import HTDemucs
 
-from separation.dconv import use_lean_dconv
+from separation.dconv import _is_pointwise, use_lean_dconv, use_pointwise_products
 from separation.random_models import FOUR_SOURCES, TINY_KWARGS
 from tests.separation.conftest import TorchCalls, tiny_network
 from tests.support.audio import music_like
@@ -49,6 +49,25 @@ def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
     assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
+def test_every_pointwise_convolution_as_a_product_gives_demucs_estimates(bf16: bool) -> None:
+    reference = tiny_network(5, bf16)
+    lean = copy.deepcopy(reference)
+    pointwise = sum(_is_pointwise(m) for m in reference.modules())
+    inside_branches = sum(
+        _is_pointwise(m) for b in reference.modules() if type(b) is DConv for m in b.modules()
+    )
+    assert pointwise > inside_branches > 0, "the time branch's gates are outside the branches"
+    assert use_pointwise_products(lean) == pointwise
+    assert use_pointwise_products(lean) == 0
+    mix = torch.from_numpy(music_like(7.8, seed=22)).unsqueeze(0)
+    expected, _ = _forward(reference, mix)
+    got, calls = _forward(lean, mix)
+    assert calls["bmm"] == pointwise
+    scale = expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
+
+
 def test_a_pointwise_convolution_is_the_convolution() -> None:
     torch.manual_seed(6)
     branch = DConv(48, compress=8, depth=2).eval()
@@ -74,5 +93,8 @@ def test_cpu_passes_take_the_lean_branches_in_bf16_only(precision: str) -> None:
     kinds = {type(m).__name__ for m in model.modules()}
     if precision == "bf16":
         assert "LeanDConv" in kinds and "PointwiseConv1d" in kinds and "DConv" not in kinds
+        # Every 1x1 convolution, the time branch's gates among them, takes the product.
+        assert not any(_is_pointwise(m) for m in model.modules())
+        assert all(type(layer.rewrite).__name__ == "PointwiseConv1d" for layer in model.tencoder)
     else:
         assert "DConv" in kinds and "LeanDConv" not in kinds
