@@ -40,7 +40,7 @@ from separation.bf16 import run_network_in_bf16, runs_in_bf16
 from separation.cache import CacheReader, CacheWriter, SourceCache, audio_digest
 from separation.config import Ensemble, SeparatorConfig, check_precision
 from separation.cpu import has_native_bf16
-from separation.dconv import use_lean_dconv, use_pointwise_products
+from separation.dconv import use_lean_dconv, use_pointwise_products, use_unfolded_products
 from separation.errors import ModelUnavailableError, SeparationCancelled
 from separation.fused import use_fused_layers
 from separation.heap import activations_on_heap
@@ -146,6 +146,8 @@ def place_sub_model(sub_model: Any, device: torch.device, precision: str) -> Any
             use_lean_dconv(sub_model)
             # The gates and channel changes outside those branches too (0.96x a chunk).
             use_pointwise_products(sub_model)
+            # The time branch's wide-output convolutions over unfolded windows (0.96x).
+            use_unfolded_products(sub_model)
             # Gates as two half convolutions, GELUs in their products (separation/fused.py).
             use_fused_layers(sub_model)
         # A pass's largest transient; CUDA sizes its batches by a per-sample activation

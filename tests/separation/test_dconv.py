@@ -11,7 +11,12 @@ import torch
 from demucs.demucs import DConv
 from demucs.htdemucs import HTDemucs
 
-from separation.dconv import _is_pointwise, use_lean_dconv, use_pointwise_products
+from separation.dconv import (
+    _is_pointwise,
+    use_lean_dconv,
+    use_pointwise_products,
+    use_unfolded_products,
+)
 from separation.random_models import FOUR_SOURCES, TINY_KWARGS
 from tests.separation.conftest import TorchCalls, tiny_network
 from tests.support.audio import music_like
@@ -68,6 +73,47 @@ def test_every_pointwise_convolution_as_a_product_gives_demucs_estimates(bf16: b
     assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
+def test_unfolded_time_branch_convolutions_give_demucs_estimates(bf16: bool) -> None:
+    reference = tiny_network(5, bf16)
+    lean = copy.deepcopy(reference)
+    # Each time decoder's gate, and the first time encoder's convolution.
+    expected_switches = len(reference.tdecoder) + 1
+    assert use_unfolded_products(lean) == expected_switches
+    assert use_unfolded_products(lean) == 0
+    assert type(lean.tencoder[0].conv).__name__ == "UnfoldedConv1d"
+    assert type(lean.tencoder[1].conv) is torch.nn.Conv1d
+    assert type(lean.encoder[0].conv) is type(reference.encoder[0].conv)
+    mix = torch.from_numpy(music_like(7.8, seed=23)).unsqueeze(0)
+    expected, _ = _forward(reference, mix)
+    got, calls = _forward(lean, mix)
+    assert calls["bmm"] == expected_switches
+    scale = expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
+
+
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "padding", "dilation"),
+    [(2, 8, 4, 2, 1), (5, 3, 1, 1, 1), (4, 3, 1, 2, 2), (3, 1, 1, 0, 1)],
+)
+def test_an_unfolded_convolution_is_the_convolution(
+    channels: int, kernel: int, stride: int, padding: int, dilation: int
+) -> None:
+    from separation.dconv import _lean_classes
+
+    torch.manual_seed(7)
+    plain = torch.nn.Conv1d(channels, 7, kernel, stride, padding, dilation)
+    unfolded = copy.deepcopy(plain)
+    unfolded.__class__ = _lean_classes()[2]
+    for length in (101, 4, kernel * dilation):
+        x = torch.randn(2, channels, length)
+        with torch.inference_mode():
+            want = plain(x)
+            got = unfolded(x)
+        assert got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_a_pointwise_convolution_is_the_convolution() -> None:
     torch.manual_seed(6)
     branch = DConv(48, compress=8, depth=2).eval()
@@ -96,5 +142,6 @@ def test_cpu_passes_take_the_lean_branches_in_bf16_only(precision: str) -> None:
         # Every 1x1 convolution, the time branch's gates among them, takes the product.
         assert not any(_is_pointwise(m) for m in model.modules())
         assert all(type(layer.rewrite).__name__ == "PointwiseConv1d" for layer in model.tencoder)
+        assert all(type(layer.rewrite).__name__ == "UnfoldedConv1d" for layer in model.tdecoder)
     else:
         assert "DConv" in kinds and "LeanDConv" not in kinds
