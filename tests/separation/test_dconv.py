@@ -132,16 +132,17 @@ def test_a_pointwise_convolution_is_the_convolution() -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cpu_passes_take_the_lean_branches_in_bf16_only(precision: str) -> None:
+def test_cpu_passes_take_the_lean_branches_in_bf16_and_the_products_in_both(precision: str) -> None:
     from separation.ensemble import place_sub_model
 
     model = place_sub_model(HTDemucs(FOUR_SOURCES, **TINY_KWARGS), torch.device("cpu"), precision)
     kinds = {type(m).__name__ for m in model.modules()}
     if precision == "bf16":
-        assert "LeanDConv" in kinds and "PointwiseConv1d" in kinds and "DConv" not in kinds
-        # Every 1x1 convolution, the time branch's gates among them, takes the product.
-        assert not any(_is_pointwise(m) for m in model.modules())
-        assert all(type(layer.rewrite).__name__ == "PointwiseConv1d" for layer in model.tencoder)
-        assert all(type(layer.rewrite).__name__ == "UnfoldedConv1d" for layer in model.tdecoder)
+        assert "LeanDConv" in kinds and "DConv" not in kinds
     else:
         assert "DConv" in kinds and "LeanDConv" not in kinds
+    # In either precision every 1x1 convolution, the time branch's gates among them, takes
+    # the product, and so do the time decoders' gates.
+    assert not any(_is_pointwise(m) for m in model.modules())
+    assert all(type(layer.rewrite).__name__ == "PointwiseConv1d" for layer in model.tencoder)
+    assert all(type(layer.rewrite).__name__ == "UnfoldedConv1d" for layer in model.tdecoder)
