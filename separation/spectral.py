@@ -105,7 +105,7 @@ def _define_lean_class() -> Any:
             padded[..., :freqs, frames + 2 :, :] = 0
             padded[..., :freqs, 2 : frames + 2, :] = part
             pad = hl // 2 * 3
-            le = hl * int(math.ceil(length / hl)) + 2 * pad
+            le = hl * math.ceil(length / hl) + 2 * pad
             x = ispectro(torch.view_as_complex(padded), hl, length=le)
             return x[..., pad : pad + length]
 
