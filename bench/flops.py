@@ -150,13 +150,25 @@ class WorkCounter:
             self._models.setdefault(key, module)
 
     def flops(self) -> int:
-        """FLOPs of the chunks counted (each shape's chunk counted once, on first need)."""
+        """FLOPs of the chunks counted (each shape's chunk counted once, on first need), as
+        demucs's network defines them: counted on a fresh HTDemucs of the counted model's
+        shape, so that how our passes compute a layer (a 1-D convolution as a product with
+        its bias as a row of ones, say) does not change the work reported."""
         total = 0
         for key, chunks in self.chunks.items():
             if key not in _FLOPS_BY_SHAPE:
-                _FLOPS_BY_SHAPE[key] = chunk_flops(self._models[key])
+                _FLOPS_BY_SHAPE[key] = chunk_flops(_plain_network(self._models[key]))
             total += chunks * _FLOPS_BY_SHAPE[key]
         return total
+
+
+def _plain_network(model: Any) -> Any:
+    """A random-weight HTDemucs, in demucs's own classes, float32 on the CPU, built with the
+    arguments ``model`` was built with (demucs records them: ``_init_args_kwargs``)."""
+    from demucs.htdemucs import HTDemucs
+
+    args, kwargs = model._init_args_kwargs
+    return HTDemucs(*args, **kwargs).eval()
 
 
 # -- the peak ----------------------------------------------------------------------------
