@@ -28,6 +28,20 @@ def _forward(model: torch.nn.Module, mix: torch.Tensor) -> tuple[torch.Tensor, T
     return out, calls
 
 
+def _estimates_match(
+    reference: torch.nn.Module, lean: torch.nn.Module, bf16: bool, seed: int
+) -> tuple[TorchCalls, TorchCalls]:
+    """Both networks' estimates of one chunk of music agree within float rounding (the same
+    products summed in another order; bf16 rounds each product's sum once, as the
+    convolution does); the torch calls of each pass, reference's first."""
+    mix = torch.from_numpy(music_like(7.8, seed=seed)).unsqueeze(0)
+    expected, plain_calls = _forward(reference, mix)
+    got, lean_calls = _forward(lean, mix)
+    scale = expected.abs().max().item()
+    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
+    return plain_calls, lean_calls
+
+
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
 def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
     reference = tiny_network(5, bf16)
@@ -37,21 +51,14 @@ def test_lean_residual_branches_give_demucs_estimates(bf16: bool) -> None:
     assert use_lean_dconv(lean) == branches
     assert use_lean_dconv(lean) == 0, "switched branches are not switched again"
     assert lean.state_dict().keys() == reference.state_dict().keys()
-    mix = torch.from_numpy(music_like(7.8, seed=21)).unsqueeze(0)
-
-    expected, plain_calls = _forward(reference, mix)
-    got, lean_calls = _forward(lean, mix)
+    # The scaled sums round once where demucs rounds the scaled branch and then the sum.
+    plain_calls, lean_calls = _estimates_match(reference, lean, bf16, seed=21)
     # Each branch's 1x1 convolution is one bmm instead of a conv1d, and each layer's scaled
     # sum one addcmul.
     layers = branches * TINY_KWARGS["dconv_depth"]
     assert lean_calls["bmm"] == layers
     assert lean_calls["addcmul"] == layers
     assert plain_calls["bmm"] == plain_calls["addcmul"] == 0
-    # The same products summed in another order: float rounding apart, in either precision
-    # (bf16 rounds each product's sum once, as the convolution does; and the scaled sum
-    # once where demucs rounds the scaled branch and then the sum).
-    scale = expected.abs().max().item()
-    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
@@ -65,12 +72,8 @@ def test_every_pointwise_convolution_as_a_product_gives_demucs_estimates(bf16: b
     assert pointwise > inside_branches > 0, "the time branch's gates are outside the branches"
     assert use_pointwise_products(lean) == pointwise
     assert use_pointwise_products(lean) == 0
-    mix = torch.from_numpy(music_like(7.8, seed=22)).unsqueeze(0)
-    expected, _ = _forward(reference, mix)
-    got, calls = _forward(lean, mix)
+    _, calls = _estimates_match(reference, lean, bf16, seed=22)
     assert calls["bmm"] == pointwise
-    scale = expected.abs().max().item()
-    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-network"])
@@ -84,12 +87,8 @@ def test_unfolded_time_branch_convolutions_give_demucs_estimates(bf16: bool) -> 
     assert type(lean.tencoder[0].conv).__name__ == "UnfoldedConv1d"
     assert type(lean.tencoder[1].conv) is torch.nn.Conv1d
     assert type(lean.encoder[0].conv) is type(reference.encoder[0].conv)
-    mix = torch.from_numpy(music_like(7.8, seed=23)).unsqueeze(0)
-    expected, _ = _forward(reference, mix)
-    got, calls = _forward(lean, mix)
+    _, calls = _estimates_match(reference, lean, bf16, seed=23)
     assert calls["bmm"] == expected_switches
-    scale = expected.abs().max().item()
-    assert (got - expected).abs().max().item() <= (1e-6 if not bf16 else 1e-2) * scale
 
 
 @pytest.mark.parametrize(
