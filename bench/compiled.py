@@ -10,12 +10,13 @@ SDPA, no grad, under autocast for bf16. The variants:
             ran before it held bf16 networks itself);
   passes    the module as separation.ensemble places and runs it now
             (``place_sub_model``, each pass on the heap): attention through
-            separation/attention.py (SDPA, or blocked bf16 products for bf16 on CPU), for
-            bf16 the network held in bf16 (separation/bf16.py), no autocast, the inverse
-            spectrogram a source at a time (separation/spectral.py), the pass's large
-            blocks reused from the heap (separation/heap.py), for bf16 the residual
-            branches' input made contiguous once and their 1x1 convolutions one matrix
-            product each (separation/dconv.py);
+            separation/attention.py (SDPA, or blocked bf16 products for bf16 on a CPU
+            without AMX), for bf16 the network held in bf16 (separation/bf16.py), no
+            autocast, the inverse spectrogram a source at a time (separation/spectral.py),
+            the pass's large blocks reused from the heap (separation/heap.py), for bf16
+            the residual branches' input made contiguous once, and every 1x1 convolution
+            and the time branch's wide-output ones one matrix product each
+            (separation/dconv.py);
   plaindconv  ``passes`` with demucs's own residual branches (DConv) put back: what
             separation/dconv.py gains;
   inductor  ``torch.compile`` of the network between the STFT and the iSTFT (the
