@@ -138,8 +138,8 @@ def _is_pointwise(module: Any) -> bool:
 
 @functools.cache
 def _lean_classes() -> tuple[Any, Any, Any]:
-    """:class:`LeanDConv` and :class:`PointwiseConv1d`, defined on first use so that
-    importing this module does not import torch or demucs."""
+    """:class:`LeanDConv`, :class:`PointwiseConv1d` and :class:`UnfoldedConv1d`, defined on
+    first use so that importing this module does not import torch or demucs."""
     import torch
     from demucs.demucs import DConv, LayerScale
     from torch.nn import functional as F

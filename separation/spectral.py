@@ -81,10 +81,12 @@ def _define_lean_class() -> Any:
             out: torch.Tensor | None = None
             for source in range(z.shape[1]):
                 part = z[:, source : source + 1]
-                if part.is_complex() or length is None:
-                    samples = super()._ispec(part, length, scale)
-                else:
+                if not part.is_complex() and length is not None:
                     samples = self._ispec_padded_once(part, length, scale)
+                else:
+                    if not part.is_complex():
+                        part = torch.view_as_complex(part.contiguous())
+                    samples = super()._ispec(part, length, scale)
                 del part
                 if out is None:
                     out = samples.new_empty(samples.shape[0], z.shape[1], *samples.shape[2:])
